@@ -1,0 +1,3 @@
+"""xbench: evaluation harness for cross-lingual transfer of pretrained language models."""
+
+__version__ = "0.1.0"

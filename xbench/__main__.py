@@ -1,0 +1,3 @@
+from xbench.cli import main
+
+main()

@@ -1,0 +1,281 @@
+"""The `xbench` command line. Heavy libraries (torch, transformers, datasets) load only inside
+the commands that train or evaluate, so `xbench --help` and `xbench list` answer at once."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from xbench import __version__
+from xbench.errors import XbenchError
+
+app = typer.Typer(name="xbench", help="Benchmark cross-lingual transfer of pretrained language models.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+baseline_app = typer.Typer(help="Manage stored regression references (baselines/*.json).", no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect and clean the cache of built models, encoders and features.", no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+app.add_typer(cache_app, name="cache")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _csv(value: str | None) -> list[str]:
+    return [x.strip() for x in value.split(",") if x.strip()] if value else []
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"xbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")] = False) -> None:
+    pass
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Tasks (languages, metric, protocols), methods and profiles."""
+    from rich.table import Table
+
+    from xbench.profiles import available, load_profile
+    from xbench.registry import METHODS, all_cards
+
+    console = _console()
+    tasks = Table(title="Tasks", show_lines=False)
+    for col in ("task", "type", "metric", "languages", "protocols (default first)"):
+        tasks.add_column(col)
+    for name, card in sorted(all_cards().items()):
+        protos = [card.default_protocol] + [p for p in card.protocols if p != card.default_protocol]
+        tasks.add_row(f"{name} v{card.version}", card.task_type, card.metric,
+                      f"{len(card.languages)}: {' '.join(card.languages)}", ", ".join(protos))
+    console.print(tasks)
+    methods = Table(title="Methods")
+    for col in ("method", "kind", "summary"):
+        methods.add_column(col)
+    for m in sorted(METHODS.values(), key=lambda m: (m.kind == "baseline", m.name)):
+        methods.add_row(m.name, m.kind, m.summary)
+    console.print(methods)
+    profiles = Table(title="Profiles")
+    for col in ("profile", "model", "seeds", "description"):
+        profiles.add_column(col)
+    for name in available():
+        p = load_profile(name)
+        profiles.add_row(name, p["model"], ",".join(map(str, p["seeds"])), p["description"])
+    console.print(profiles)
+
+
+def _parse_params(items: list[str]) -> dict[str, str]:
+    params, bad = {}, []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            bad.append(item)
+        else:
+            params[key.strip()] = value.strip()
+    if bad:
+        raise XbenchError(f"--param expects key=value, got: {', '.join(bad)}")
+    return params
+
+
+@app.command()
+def run(
+    method: Annotated[str, typer.Option(help="Method or baseline (see `xbench list`).")],
+    task: Annotated[str, typer.Option(help="Task name (see `xbench list`).")],
+    langs: Annotated[str, typer.Option(help="Comma-separated target languages, e.g. de,zh.")],
+    protocol: Annotated[Optional[str], typer.Option(help="Evaluation protocol; the card's default if omitted.")] = None,
+    profile: Annotated[str, typer.Option(help="Run profile: smoke (CPU, tiny models) or paper (GPU).")] = "smoke",
+    model: Annotated[Optional[str], typer.Option(help="Source model: hub name, local path or xbench/tiny-*.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated fine-tuning seeds; the profile's if omitted.")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where result files go.")] = Path("results"),
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local data root; overrides XBENCH_DATA.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(help="Method parameter key=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue interrupted training from its checkpoints; skip finished seeds.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing result files of the same identity.")] = False,
+) -> None:
+    """Build the encoder, fine-tune, evaluate, and write one result file per seed."""
+    from xbench.pipeline import RunRequest
+    from xbench.pipeline import run as run_pipeline
+
+    try:
+        seed_list = [int(s) for s in _csv(seeds)]
+    except ValueError:
+        raise XbenchError(f"--seeds expects comma-separated integers, got '{seeds}'") from None
+    req = RunRequest(method=method, task=task, langs=_csv(langs), protocol=protocol, profile=profile, model=model,
+                     seeds=seed_list or None, output_dir=str(output_dir), data_dir=str(data_dir) if data_dir else None,
+                     resume=resume, overwrite=overwrite, params=_parse_params(param or []))
+    console = _console()
+    paths = run_pipeline(req, console)
+    _print_run_table(console, paths)
+
+
+def _print_run_table(console, paths: list[Path]) -> None:
+    from rich.table import Table
+
+    from xbench.results.schema import load_result
+
+    results = [load_result(p) for p in paths]
+    if not results:
+        return
+    langs = results[0]["scores"]["languages"]
+    metric = results[0]["scores"]["metric"]
+    table = Table(title=f"{results[0]['task']['name']} · {results[0]['method']['name']} · {metric} ×100")
+    for col in ["seed", *langs, "avg", "transfer FLOPs", "wall s"]:
+        table.add_column(col, justify="right")
+    for r in results:
+        per = r["scores"]["per_language"]
+        table.add_row(str(r["run"]["seed"]), *[f"{100 * per[lang][metric]:.1f}" for lang in langs],
+                      f"{100 * r['scores']['average']:.1f}", f"{r['compute']['transfer_total']['flops_est']:.2e}",
+                      f"{r['compute']['wall_seconds_total']:.0f}")
+    console.print(table)
+
+
+@app.command()
+def leaderboard(
+    task: Annotated[Optional[str], typer.Option(help="Only this task.")] = None,
+    results_dir: Annotated[Path, typer.Option(help="Where result files are.")] = Path("results"),
+    output_dir: Annotated[Path, typer.Option(help="Where leaderboards/<task>.md go.")] = Path("leaderboards"),
+) -> None:
+    """Write leaderboards/<task>.md from result files alone, and print them."""
+    from xbench.results.leaderboard import rich_tables, write_leaderboards
+
+    if not results_dir.is_dir():
+        raise XbenchError(f"no results directory {results_dir}; run `xbench run` first or pass --results-dir")
+    written = write_leaderboards(results_dir, output_dir, task)
+    if not written:
+        raise XbenchError(f"no result files{' for task ' + task if task else ''} under {results_dir}")
+    console = _console()
+    for path, tables in written:
+        for t in rich_tables(tables):
+            console.print(t)
+        console.print(f"[green]wrote[/green] {path}")
+
+
+@app.command()
+def check(
+    reference: Annotated[Path, typer.Option(help="Reference written by `xbench baseline update`.")],
+    results_dir: Annotated[Path, typer.Option(help="Where result files are.")] = Path("results"),
+    floor: Annotated[Optional[float], typer.Option(help="Override the reference's tolerance floor (fraction).")] = None,
+    k: Annotated[Optional[float], typer.Option(help="Override the reference's k (multiples of the reference std).")] = None,
+) -> None:
+    """Exit 0 when every reference entry is within tolerance; 1 with a table of what moved."""
+    from rich.table import Table
+
+    from xbench.results.check import compare, load_reference
+    from xbench.results.schema import iter_results
+
+    ref = load_reference(reference)
+    rows = compare(ref, iter_results(results_dir), floor=floor, k=k)
+    bad = [r for r in rows if r.status != "ok"]
+    console = _console()
+    if not bad:
+        console.print(f"[green]check passed[/green]: {len(rows)} entries within tolerance of {reference}")
+        return
+    table = Table(title=f"{len(bad)} of {len(rows)} entries moved beyond tolerance ({reference})")
+    for col in ("entry", "reference", "now", "Δ", "tolerance", "status"):
+        table.add_column(col)
+    for r in bad:
+        table.add_row(r.id, f"{100 * r.ref_mean:.2f} ± {100 * r.ref_std:.2f}",
+                      "missing" if r.mean is None else f"{100 * r.mean:.2f}",
+                      "–" if r.delta is None else f"{100 * r.delta:+.2f}", f"{100 * r.threshold:.2f}", r.status)
+    console.print(table)
+    raise typer.Exit(1)
+
+
+@baseline_app.command("update")
+def baseline_update(
+    output: Annotated[Path, typer.Option(help="Reference file to write, e.g. baselines/smoke.json.")] = Path("baselines/smoke.json"),
+    results_dir: Annotated[Path, typer.Option(help="Where result files are.")] = Path("results"),
+    profile: Annotated[Optional[str], typer.Option(help="Only results of this profile.")] = None,
+    floor: Annotated[float, typer.Option(help="Tolerance floor, as a fraction (0.01 = one point).")] = 0.01,
+    k: Annotated[float, typer.Option(help="Tolerance in multiples of the reference std.")] = 2.0,
+) -> None:
+    """Write a reference from the current results, for review in git."""
+    from xbench.atomic import atomic_write_json
+    from xbench.results.check import make_reference
+    from xbench.results.schema import iter_results
+
+    results = [r for r in iter_results(results_dir) if profile is None or r["run"]["profile"] == profile]
+    if not results:
+        raise XbenchError(f"no result files under {results_dir}" + (f" for profile {profile}" if profile else ""))
+    ref = make_reference(results, floor=floor, k=k)
+    atomic_write_json(output, ref)
+    _console().print(f"[green]wrote[/green] {output} ({len(ref['entries'])} entries); review it with `git diff`")
+
+
+@app.command()
+def validate() -> None:
+    """Check every task card and profile and report every problem at once."""
+    from xbench.profiles import available, validate_profile
+    from xbench.registry import validate_all_cards
+
+    import yaml
+
+    from xbench.profiles import PROFILE_DIR
+
+    cards, problems = validate_all_cards()
+    for name in available():
+        problems += validate_profile(yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text()), name)
+    console = _console()
+    if problems:
+        console.print(f"[red]{len(problems)} problem(s):[/red]")
+        for p in problems:
+            console.print(f"  - {p}", markup=False)
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/green]: {len(cards)} task cards, {len(available())} profiles")
+
+
+@cache_app.command("ls")
+def cache_ls() -> None:
+    """List cache entries."""
+    from rich.table import Table
+
+    from xbench.cache import cache_root, list_entries
+
+    table = Table(title=f"xbench cache ({cache_root()})")
+    for col in ("kind", "id", "built", "size"):
+        table.add_column(col)
+    for row in list_entries():
+        table.add_row(row["kind"], row["id"], row["built_at"] or "", f"{row['bytes'] / 1e6:.1f} MB")
+    _console().print(table)
+
+
+@cache_app.command("rm")
+def cache_rm(
+    kind: Annotated[Optional[str], typer.Option(help="Only entries of this kind.")] = None,
+    entry: Annotated[Optional[str], typer.Option(help="Only the entry whose id starts with this.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Remove every entry.")] = False,
+) -> None:
+    """Remove cache entries (they are rebuilt when needed)."""
+    from xbench.cache import remove_entries
+
+    if not (kind or entry or all_):
+        raise XbenchError("say what to remove: --kind, --entry or --all")
+    n = remove_entries(kind, entry)
+    _console().print(f"removed {n} entr{'y' if n == 1 else 'ies'}")
+
+
+def main() -> None:
+    try:
+        app()
+    except XbenchError as exc:
+        from rich.text import Text
+
+        # Messages quote user data ("[CLS]", paths), so they must not be read as rich markup.
+        _console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _console(stderr=True).print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Language-model objectives (methods.md §3.1): MLM with 80/10/10 corruption, and CLM.
+
+Masking draws from the runner's per-step generator, never the global RNG, so a resumed run
+masks exactly the same positions as an uninterrupted one.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+
+def mask_tokens(input_ids: torch.Tensor, *, special_mask: torch.Tensor, mask_id: int, vocab_size: int,
+                generator: torch.Generator, mlm_prob: float = 0.15,
+                never_mask: Iterable[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Select each non-special, non-pad position with p=mlm_prob; of those 80% [MASK], 10% random, 10% kept.
+
+    Returns (corrupted ids, labels) with labels -100 at unselected positions.
+    """
+    dev = input_ids.device
+    ids = input_ids.clone().cpu()
+    special = special_mask.cpu().bool()
+    for tok in never_mask:
+        special |= ids == tok
+    probs = torch.full(ids.shape, mlm_prob)
+    probs.masked_fill_(special, 0.0)
+    selected = torch.bernoulli(probs, generator=generator).bool()
+    labels = torch.where(selected, ids, torch.full_like(ids, -100))
+    to_mask = torch.bernoulli(torch.full(ids.shape, 0.8), generator=generator).bool() & selected
+    ids[to_mask] = mask_id
+    to_random = torch.bernoulli(torch.full(ids.shape, 0.5), generator=generator).bool() & selected & ~to_mask
+    ids[to_random] = torch.randint(vocab_size, ids.shape, generator=generator)[to_random]
+    return ids.to(dev), labels.to(dev)
+
+
+class MLMObjective:
+    """L_MLM: token-level mean cross-entropy over selected positions."""
+
+    def __init__(self, *, mask_id: int, vocab_size: int, special_ids: Iterable[int], mlm_prob: float = 0.15,
+                 never_mask: Iterable[int] = ()) -> None:
+        self.mask_id, self.vocab_size, self.mlm_prob = mask_id, vocab_size, mlm_prob
+        self.special_ids = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
+        self.never_mask = tuple(never_mask)
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any, **kw: Any) -> MLMObjective:
+        return cls(mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
+                   special_ids=tokenizer.all_special_ids, **kw)
+
+    def special_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        special = torch.isin(input_ids, self.special_ids.to(input_ids.device))
+        if attention_mask is not None:
+            special |= attention_mask == 0
+        return special
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, Any], ctx: Any) -> dict[str, torch.Tensor]:
+        ids, labels = mask_tokens(batch["input_ids"], special_mask=self.special_mask(batch["input_ids"], batch.get("attention_mask")),
+                                  mask_id=self.mask_id, vocab_size=self.vocab_size, generator=ctx.generator,
+                                  mlm_prob=self.mlm_prob, never_mask=self.never_mask)
+        inputs = {k: v for k, v in batch.items() if k in ("attention_mask", "token_type_ids")}
+        out = model(input_ids=ids, **inputs)
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)).float(), labels.view(-1),
+                                                 ignore_index=-100)
+        return {"mlm": loss}
+
+
+class CLMObjective:
+    """L_CLM: next-token cross-entropy, -100 at padding, token-level mean."""
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, Any], ctx: Any) -> dict[str, torch.Tensor]:
+        ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        out = model(input_ids=ids, attention_mask=mask)
+        logits = out.logits[:, :-1]
+        labels = ids[:, 1:].clone()
+        if mask is not None:
+            labels[mask[:, 1:] == 0] = -100
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                                                 ignore_index=-100)
+        return {"clm": loss}
+
+
+class PackedBlocks:
+    """A batch plan over text packed into fixed-length blocks: no padding at all.
+
+    Lines are tokenised without specials, concatenated with [SEP] between documents, cut into
+    blocks of seq_len - 2 and wrapped as [CLS] block [SEP]. Block order is reshuffled per epoch.
+    """
+
+    def __init__(self, token_ids: list[list[int]], *, seq_len: int, batch_size: int, seed: int,
+                 cls_id: int | None, sep_id: int | None) -> None:
+        import numpy as np
+
+        body = seq_len - (cls_id is not None) - (sep_id is not None)
+        stream: list[int] = []
+        for ids in token_ids:
+            stream.extend(ids)
+            if sep_id is not None:
+                stream.append(sep_id)
+        n_blocks = len(stream) // body
+        if n_blocks < batch_size:
+            raise ValueError(f"only {n_blocks} blocks of {seq_len} tokens; need at least one batch of {batch_size}")
+        arr = np.asarray(stream[: n_blocks * body], dtype=np.int64).reshape(n_blocks, body)
+        pre = [np.full((n_blocks, 1), cls_id)] if cls_id is not None else []
+        post = [np.full((n_blocks, 1), sep_id)] if sep_id is not None else []
+        self.blocks = np.concatenate(pre + [arr] + post, axis=1)
+        self.seed, self.batch_size = seed, batch_size
+
+    @property
+    def tokens_per_batch(self) -> int:
+        return self.batch_size * self.blocks.shape[1]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        import numpy as np
+
+        order = np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.blocks))
+        usable = len(order) - len(order) % self.batch_size
+        return [order[i:i + self.batch_size].tolist() for i in range(0, usable, self.batch_size)]
+
+    def collate(self, item: list[int]) -> dict[str, torch.Tensor]:
+        ids = torch.from_numpy(self.blocks[item])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

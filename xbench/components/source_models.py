@@ -1,0 +1,114 @@
+"""Source models: xbench's own tiny ones (built, cached by content hash) or any HF name/path.
+
+The tiny models follow methods.md §3.11: built from a config, a WordPiece tokenizer trained on
+the language's pool, MLM-pretrained by the shared runner, built once per content hash.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xbench import cache
+from xbench.errors import XbenchError
+
+CODE_VERSION = 1  # bump when the build procedure changes what a cached model contains
+
+TINY_MODELS: dict[str, dict[str, Any]] = {
+    "xbench/tiny-en-bert": {
+        "lang": "en",
+        "vocab_size": 2000,
+        "config": {"model_type": "bert", "num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 2,
+                   "intermediate_size": 128, "max_position_embeddings": 512},
+        "pretrain": {"lr": 5e-4, "batch_size": 16, "seq_len": 64, "max_steps": 600, "warmup_steps": 30,
+                     "weight_decay": 0.01, "seed": 0},
+    },
+}
+
+
+@dataclass
+class SourceModel:
+    """A resolved source model: where to load it from and what it cost to make (if known)."""
+
+    name: str
+    path: str  # a local directory, or a hub name for from_pretrained
+    stages: list[dict[str, Any]] = field(default_factory=list)  # its own pretraining; [] = external
+    weights_sha256: str | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def bert_config(spec: dict[str, Any], vocab_size: int) -> Any:
+    from transformers import BertConfig
+
+    cfg = dict(spec)
+    cfg.pop("model_type", None)
+    return BertConfig(vocab_size=vocab_size, **cfg)
+
+
+def pretrain_mlm(model: Any, tokenizer: Any, lines: list[str], args: dict[str, Any], workdir: Path, *,
+                 name: str, resume: bool = True, max_tokens: int | None = None, seed: int | None = None) -> Any:
+    """MLM on packed blocks of `lines` through the shared runner; returns the FitResult."""
+    from xbench.components.objectives import MLMObjective, PackedBlocks
+    from xbench.runner.trainer import Runner, TrainArgs
+
+    seed = args.get("seed", 0) if seed is None else seed
+    ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
+    plan = PackedBlocks(ids, seq_len=args["seq_len"], batch_size=args["batch_size"], seed=seed,
+                        cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id)
+    steps = args.get("max_steps")
+    if max_tokens is not None:
+        steps = max(1, -(-max_tokens // plan.tokens_per_batch))
+    targs = TrainArgs(lr=args["lr"], max_steps=steps, max_tokens=max_tokens, warmup_steps=args.get("warmup_steps", 0),
+                      weight_decay=args.get("weight_decay", 0.0), seed=seed,
+                      checkpoint_every=max(1, steps // 4))
+    return Runner(targs, workdir, name=name).fit(model, plan, MLMObjective.for_tokenizer(tokenizer), resume=resume)
+
+
+def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) -> SourceModel:
+    from xbench.components.pools import build_pool
+
+    pool = build_pool(spec["lang"], data_dir)
+    key = {"model": name, "code_version": CODE_VERSION, "spec": spec, "pool": pool.manifest()}
+
+    def build(out: Path, work: Path) -> dict[str, Any]:
+        from transformers import AutoTokenizer, BertForMaskedLM
+
+        from xbench.components.wordpiece import train_wordpiece
+
+        tok_dir = work / "tokenizer"
+        if (tok_dir / "tokenizer.json").is_file():  # the trainer is not deterministic: reuse a saved one
+            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        else:
+            tokenizer = train_wordpiece(pool.lines, spec["vocab_size"])
+            tokenizer.save_pretrained(tok_dir)
+        import torch
+
+        torch.manual_seed(spec["pretrain"]["seed"])
+        model = BertForMaskedLM(bert_config(spec["config"], len(tokenizer)))
+        fit = pretrain_mlm(model, tokenizer, pool.lines, spec["pretrain"], work / "run", name=f"pretrain {name}")
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return {"stages": [fit.record.to_dict()], "pool": pool.manifest(),
+                "final_loss": sum(fit.losses[-20:]) / min(20, len(fit.losses))}
+
+    path = cache.get_or_build("source-models", key, build)
+    entry = cache.read_entry(path)
+    from xbench.atomic import sha256_file
+
+    return SourceModel(name, str(path), stages=entry["manifest"]["stages"],
+                       weights_sha256=sha256_file(path / "model.safetensors"), manifest=entry["manifest"])
+
+
+def resolve_source_model(name: str, data_dir: str | Path | None = None) -> SourceModel:
+    """xbench/tiny-* names are built locally; anything else is a local path or a hub name."""
+    if name in TINY_MODELS:
+        return _build_tiny(name, TINY_MODELS[name], data_dir)
+    if name.startswith("xbench/"):
+        raise XbenchError(f"unknown xbench model '{name}'; xbench builds: {', '.join(TINY_MODELS)}")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        weights = next((p for p in (local / "model.safetensors", local / "pytorch_model.bin") if p.is_file()), None)
+        from xbench.atomic import sha256_file
+
+        return SourceModel(name, str(local.resolve()), weights_sha256=sha256_file(weights) if weights else None)
+    return SourceModel(name, name)  # hub name; from_pretrained resolves (and fails clearly offline)

@@ -1,0 +1,61 @@
+"""The method interface: a recipe of stages that produces an encoder for a target language.
+
+Fine-tuning and evaluation are shared (xbench.pipeline), so every method is compared under the
+same protocol. A method only decides how its encoder is built, and returns the compute of every
+stage it ran, so the leaderboard can show score beside cost.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xbench.errors import ConfigError
+
+
+@dataclass
+class RunContext:
+    """What a method may know about the run; nothing task-specific."""
+
+    profile: dict[str, Any]
+    model: str
+    data_dir: str | Path | None
+    params: dict[str, Any]
+    resume: bool = False
+
+
+@dataclass
+class Encoder:
+    """A model directory ready for fine-tuning, with what it cost to make."""
+
+    key: str
+    path: str
+    stages: list[dict[str, Any]] = field(default_factory=list)        # the method's own (transfer) stages
+    source_stages: list[dict[str, Any]] = field(default_factory=list)  # the source model's pretraining, if known
+    provenance: dict[str, Any] = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    name: str = ""
+    kind: str = "transfer"      # or "baseline"
+    scope: str = "shared"       # "shared": one encoder for every language; "per-language": one each
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.params = self.resolve_params(ctx.params)
+
+    def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults, overridden by --param key=value; unknown keys are errors, reported together."""
+        unknown = sorted(set(given) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "none"
+            raise ConfigError([f"method '{self.name}' has no parameter '{k}' (valid: {valid})" for k in unknown])
+        params = dict(self.defaults)
+        for k, v in given.items():
+            params[k] = type(self.defaults[k])(v) if self.defaults[k] is not None and not isinstance(v, type(self.defaults[k])) else v
+        return params
+
+    def build_encoder(self, lang: str | None) -> Encoder:
+        raise NotImplementedError

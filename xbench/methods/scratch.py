@@ -1,0 +1,68 @@
+"""Baseline `scratch`: the compared model's architecture and tokenizer, random init, MLM on
+target-language text for a token budget (methods.md §10.1), then the shared fine-tuning.
+
+The budget defaults to the profile's fixed one; to match a transfer method's run, pass
+--param budget_tokens=<that run's transfer tokens_seen>.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from xbench import cache
+from xbench.components.source_models import resolve_source_model
+from xbench.methods.base import Encoder, Method
+
+CODE_VERSION = 1
+
+
+class ScratchMethod(Method):
+    name = "scratch"
+    kind = "baseline"
+    scope = "per-language"
+    defaults: dict[str, Any] = {"budget_tokens": 0, "pretrain_seed": 0, "matches": ""}
+
+    def pretrain_args(self) -> dict[str, Any]:
+        return dict(self.ctx.profile["pretrain"]["mlm"])
+
+    def budget(self) -> int:
+        if self.params["budget_tokens"]:
+            return int(self.params["budget_tokens"])
+        a = self.pretrain_args()
+        return int(a.get("max_tokens") or a["max_steps"] * a["batch_size"] * a["seq_len"])
+
+    def build_encoder(self, lang: str | None) -> Encoder:
+        from xbench.components.pools import build_pool
+
+        assert lang is not None
+        src = resolve_source_model(self.ctx.model, self.ctx.data_dir)
+        pool = build_pool(lang, self.ctx.data_dir)
+        args = self.pretrain_args()
+        budget = self.budget()
+        key = {"method": self.name, "code_version": CODE_VERSION, "architecture_of": src.name,
+               "source_weights": src.weights_sha256, "lang": lang, "pretrain": args, "budget_tokens": budget,
+               "seed": self.params["pretrain_seed"], "pool": pool.manifest(), "matches": self.params["matches"],
+               "profile": self.ctx.profile["name"]}
+
+        def build(out: Path, work: Path) -> dict[str, Any]:
+            import torch
+            from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+            from xbench.components.source_models import pretrain_mlm
+
+            tokenizer = AutoTokenizer.from_pretrained(src.path)
+            config = AutoConfig.from_pretrained(src.path)
+            torch.manual_seed(self.params["pretrain_seed"])
+            model = AutoModelForMaskedLM.from_config(config)  # random init, same architecture
+            fit = pretrain_mlm(model, tokenizer, pool.lines, args, work / "run", name=f"scratch MLM {lang}",
+                               resume=True, max_tokens=budget, seed=self.params["pretrain_seed"])
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            return {"stages": [fit.record.to_dict()], "pool": pool.manifest(), "budget_tokens": budget}
+
+        path = cache.get_or_build("encoders", key, build)
+        manifest = cache.read_entry(path)["manifest"]
+        return Encoder(key=path.name, path=str(path), stages=manifest["stages"],
+                       provenance={"architecture_of": src.name, "pool": manifest["pool"],
+                                   "budget_tokens": manifest["budget_tokens"], "cache_entry": path.name},
+                       flags={"transductive": manifest["pool"].get("transductive", [])})

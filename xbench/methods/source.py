@@ -1,0 +1,19 @@
+"""Baseline `source`: the source model fine-tuned as it is, with its own tokenizer."""
+from __future__ import annotations
+
+from xbench.components.source_models import resolve_source_model
+from xbench.methods.base import Encoder, Method
+
+
+class SourceMethod(Method):
+    name = "source"
+    kind = "baseline"
+    scope = "shared"
+    defaults = {}
+
+    def build_encoder(self, lang: str | None) -> Encoder:
+        src = resolve_source_model(self.ctx.model, self.ctx.data_dir)
+        return Encoder(key=f"source:{src.name}:{src.weights_sha256 or 'hub'}", path=src.path, stages=[],
+                       source_stages=src.stages,
+                       provenance={"source_model": src.name, "weights_sha256": src.weights_sha256,
+                                   "pool": src.manifest.get("pool")})

@@ -1,0 +1,289 @@
+"""`xbench run`: resolve the config, build encoders, fine-tune and evaluate, write result files.
+
+This is the recipe layer: it composes a method (how the encoder is built), a task type (how the
+task is loaded, trained and scored) and the shared runner. Fine-tuning is identical for every
+method, so rows of one leaderboard differ only in their encoders.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xbench import __version__
+from xbench.atomic import atomic_write_json, atomic_write_text, hash_json
+from xbench.errors import ConfigError, XbenchError
+from xbench.profiles import load_profile
+from xbench.registry import TaskCard, get_method, get_task, load_object
+from xbench.results.schema import SCHEMA_VERSION, result_path
+
+FINETUNE_CODE_VERSION = 1
+
+
+@dataclass
+class RunRequest:
+    method: str
+    task: str
+    langs: list[str]
+    protocol: str | None = None
+    profile: str = "smoke"
+    model: str | None = None
+    seeds: list[int] | None = None
+    output_dir: str = "results"
+    data_dir: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass
+class ResolvedRun:
+    request: RunRequest
+    card: TaskCard
+    protocol: str
+    profile: dict[str, Any]
+    model: str
+    seeds: list[int]
+    finetune: dict[str, Any]
+    config: dict[str, Any]
+    config_hash: str
+
+
+def resolve(req: RunRequest) -> ResolvedRun:
+    """Check everything before any work starts, and report every problem at once."""
+    problems: list[str] = []
+    card = profile = None
+    try:
+        card = get_task(req.task)
+    except XbenchError as exc:
+        problems.append(str(exc))
+    try:
+        get_method(req.method)
+    except XbenchError as exc:
+        problems.append(str(exc))
+    try:
+        profile = load_profile(req.profile)
+    except XbenchError as exc:
+        problems.append(str(exc))
+    if not req.langs:
+        problems.append("no languages given (--langs de,zh)")
+    if card is not None:
+        bad = [lang for lang in req.langs if lang not in card.languages]
+        if bad:
+            problems.append(f"task '{card.name}' has no language(s) {', '.join(bad)}; "
+                            f"valid languages: {', '.join(card.languages)}")
+        if req.protocol and req.protocol not in card.protocols:
+            problems.append(f"task '{card.name}' has no protocol '{req.protocol}'; "
+                            f"valid protocols: {', '.join(card.protocols)}")
+    finetune: dict[str, Any] = {}
+    if card is not None and profile is not None:
+        finetune = dict(profile["finetune"].get(card.task_type, {}))
+        if not finetune:
+            problems.append(f"profile '{req.profile}' has no fine-tuning settings for task type '{card.task_type}'")
+    seeds = req.seeds if req.seeds else (profile["seeds"] if profile else [])
+    if len(set(seeds)) != len(seeds):
+        problems.append(f"duplicate seeds in {seeds}")
+    if problems:
+        raise ConfigError(problems, source="xbench run")
+    assert card is not None and profile is not None
+    protocol = req.protocol or card.default_protocol
+    model = req.model or profile["model"]
+    config = {
+        "xbench_version": __version__, "finetune_code_version": FINETUNE_CODE_VERSION,
+        "task": {"name": card.name, "version": card.version, "card_sha256": hash_json(card.raw)},
+        "method": {"name": req.method, "params": dict(sorted(req.params.items()))},
+        "protocol": protocol, "profile": profile, "model": model, "finetune": finetune,
+    }
+    return ResolvedRun(req, card, protocol, profile, model, list(seeds), finetune, config, hash_json(config))
+
+
+@dataclass
+class TrainGroup:
+    """One fine-tuning run: an encoder, a training language, and the languages it is evaluated on."""
+
+    encoder_lang: str | None
+    train_lang: str
+    eval_langs: list[str]
+
+
+def plan_groups(method_scope: str, train_lang_spec: str, langs: list[str]) -> list[TrainGroup]:
+    if train_lang_spec == "{target}":
+        return [TrainGroup(lang if method_scope == "per-language" else None, lang, [lang]) for lang in langs]
+    if method_scope == "per-language":
+        return [TrainGroup(lang, train_lang_spec, [lang]) for lang in langs]
+    return [TrainGroup(None, train_lang_spec, list(langs))]
+
+
+def _split_name(spec: dict[str, Any], data_setting: str) -> str:
+    return spec.get("shared", spec["split"]) if data_setting == "shared" else spec["split"]
+
+
+def run(req: RunRequest, console: Any = None) -> list[Path]:
+    rr = resolve(req)
+    method_info = get_method(req.method)
+    out_root = Path(req.output_dir)
+    targets = {seed: result_path(out_root, rr.card.name, rr.protocol, rr.profile["name"], req.method, rr.model, seed)
+               for seed in rr.seeds}
+    clashes = [p for p in targets.values() if p.exists()]
+    if clashes and not (req.overwrite or req.resume):
+        raise XbenchError("result file(s) already exist: " + ", ".join(map(str, clashes))
+                          + "; pass --overwrite to replace them, --resume to skip them, or choose another --output-dir")
+
+    from xbench.methods.base import RunContext
+
+    _quiet_transformers()
+    written: list[Path] = []
+    for seed in rr.seeds:
+        path = targets[seed]
+        if path.exists() and req.resume and not req.overwrite:
+            _say(console, f"[dim]seed {seed}: {path} exists, skipping (--resume)[/dim]")
+            written.append(path)
+            continue
+        ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params, resume=req.resume)
+        method = load_object(method_info.target)(ctx)
+        result = _run_seed(rr, method, seed, out_root, console)
+        pred_dir = path.with_suffix("").with_name(path.stem + ".predictions")
+        for lang, records in result.pop("_predictions").items():
+            atomic_write_text(pred_dir / f"{lang}.jsonl",
+                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        atomic_write_json(path, result)
+        shutil.rmtree(_workdir(out_root, rr, req.method, seed), ignore_errors=True)
+        written.append(path)
+        _say(console, f"[green]wrote[/green] {path}")
+    return written
+
+
+def _workdir(out_root: Path, rr: ResolvedRun, method: str, seed: int) -> Path:
+    return out_root / ".work" / rr.card.name / rr.protocol / rr.profile["name"] / method / f"seed-{seed}-{rr.config_hash[:8]}"
+
+
+def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: Any) -> dict[str, Any]:
+    from xbench.envinfo import environment
+
+    req, card = rr.request, rr.card
+    task_type = card.task_type_impl()
+    proto = card.protocol(rr.protocol)
+    data_setting = rr.profile["data_setting"]
+    train_split = _split_name(proto.train, data_setting)
+    select_split = _split_name(proto.select, data_setting) if proto.select else None
+    eval_split = _split_name(proto.eval, data_setting)
+    groups = plan_groups(method.scope, proto.train["lang"], req.langs)
+
+    scores: dict[str, dict[str, float]] = {}
+    predictions: dict[str, list[dict[str, Any]]] = {}
+    data_prov: dict[str, Any] = {}
+    compute: dict[str, list[dict[str, Any]]] = {"transfer": [], "finetune": [], "source_pretraining": []}
+    encoders: dict[str, Any] = {}
+    selection: list[dict[str, Any]] = []
+    flags: dict[str, Any] = {"transductive": set(), "eval_split": eval_split, "data_setting": data_setting}
+    started = time.time()
+    for gi, group in enumerate(groups):
+        enc = method.build_encoder(group.encoder_lang)
+        if enc.key not in encoders:
+            encoders[enc.key] = {"key": enc.key, "lang": group.encoder_lang, "provenance": enc.provenance}
+            compute["transfer"].extend({**s, "encoder": enc.key} for s in enc.stages)
+            if not compute["source_pretraining"]:
+                compute["source_pretraining"] = enc.source_stages
+        flags["transductive"].update(enc.flags.get("transductive", []))
+        _say(console, f"[bold]seed {seed}[/bold] · encoder {enc.key[:24]} · fine-tune on {group.train_lang}/{train_split}"
+                      f" · eval {','.join(group.eval_langs)}/{eval_split}")
+        model, tokenizer, fit = _finetune(rr, task_type, enc, group, train_split, select_split, seed,
+                                          _workdir(out_root, rr, req.method, seed) / f"group-{gi}", data_prov)
+        compute["finetune"].append({**fit.record.to_dict(), "group": gi})
+        if fit.best is not None:
+            selection.append({"group": gi, "train_lang": group.train_lang, **fit.best})
+        for lang in group.eval_langs:
+            split = task_type.load(lang, eval_split, req.data_dir, for_eval=True)
+            data_prov[f"{lang}/{eval_split}"] = split.provenance.to_dict()
+            feats = task_type.featurize(split, tokenizer, train=False)
+            preds = task_type.predict(model, split, feats, tokenizer)
+            scores[lang] = task_type.score(split, preds)
+            predictions[lang] = task_type.prediction_records(split, preds)
+    metric = card.metric
+    langs = list(req.langs)
+    missing = [lang for lang in card.languages if lang not in scores]
+    average = sum(scores[lang][metric] for lang in langs) / len(langs)
+    from xbench.runner.compute import sum_records
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "xbench_version": __version__,
+        "run_id": uuid.uuid4().hex,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "task": {"name": card.name, "version": card.version, "type": card.task_type, "metric": metric,
+                 "card_sha256": rr.config["task"]["card_sha256"], "data_hash": hash_json(data_prov), "data": data_prov},
+        "method": {"name": req.method, "kind": method.kind, "params": method.params},
+        "model": {"name": rr.model, "encoders": list(encoders.values()),
+                  "parameters": compute["finetune"][0]["params"] if compute["finetune"] else {}},
+        "run": {"protocol": rr.protocol, "profile": rr.profile["name"], "seed": seed,
+                "train_langs": sorted({g.train_lang for g in groups}), "train_split": train_split,
+                "select_split": select_split, "eval_langs": langs, "eval_split": eval_split},
+        "scores": {"metric": metric, "per_language": scores, "average": average, "languages": langs,
+                   "missing_languages": missing},
+        "selection": selection,
+        "compute": {**compute, "transfer_total": sum_records(compute["transfer"]),
+                    "finetune_total": sum_records(compute["finetune"]),
+                    "source_pretraining_total": sum_records(compute["source_pretraining"]) if compute["source_pretraining"] else None,
+                    "wall_seconds_total": round(time.time() - started, 3)},
+        "flags": {**flags, "transductive": sorted(flags["transductive"])},
+        "config": rr.config,
+        "config_hash": rr.config_hash,
+        "environment": environment(),
+        "_predictions": predictions,
+    }
+
+
+def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, train_split: str,
+              select_split: str | None, seed: int, workdir: Path, data_prov: dict[str, Any]):
+    import torch
+    from transformers import AutoTokenizer
+
+    from xbench.runner.batching import FeaturePlan
+    from xbench.runner.trainer import Runner, TrainArgs
+
+    req, ft = rr.request, rr.finetune
+    proto = rr.card.protocol(rr.protocol)
+    tokenizer = AutoTokenizer.from_pretrained(enc.path)
+    train = task_type.load(group.train_lang, train_split, req.data_dir, for_eval=False)
+    data_prov[f"{group.train_lang}/{train_split}"] = train.provenance.to_dict()
+    feats = task_type.featurize(train, tokenizer, train=True)
+    evaluate = None
+    if select_split is not None:
+        sel_lang = proto.select["lang"].replace("{target}", group.train_lang)
+        sel = task_type.load(sel_lang, select_split, req.data_dir, for_eval=True)
+        data_prov[f"{sel_lang}/{select_split}"] = sel.provenance.to_dict()
+        sel_feats = task_type.featurize(sel, tokenizer, train=False)
+
+        def evaluate(model: Any) -> dict[str, float]:
+            return {k: v for k, v in task_type.score(sel, task_type.predict(model, sel, sel_feats, tokenizer)).items()
+                    if k != "n"}
+
+    torch.manual_seed(seed)  # the head's initialisation depends on the seed, nothing else does
+    model = task_type.build_model(enc.path)
+    plan = FeaturePlan(feats, seed=seed, batch_size=ft.get("batch_size"), batch_tokens=ft.get("batch_tokens"),
+                       pad_values=task_type.pad_values(tokenizer))
+    args = TrainArgs(lr=float(ft["lr"]), max_steps=ft.get("max_steps"), epochs=ft.get("epochs"),
+                     warmup_ratio=float(ft.get("warmup_ratio", 0.0)), weight_decay=float(ft.get("weight_decay", 0.0)),
+                     grad_accum=int(ft.get("grad_accum", 1)), seed=seed, eval_every=ft.get("eval_every"),
+                     checkpoint_every=ft.get("checkpoint_every", ft.get("eval_every")), progress=req.progress)
+    fit = Runner(args, workdir, name=f"fine-tune {group.train_lang} seed {seed}").fit(
+        model, plan, task_type.loss, evaluate=evaluate, select_metric=rr.card.metric if evaluate else None,
+        resume=req.resume)
+    return model, tokenizer, fit
+
+
+def _quiet_transformers() -> None:
+    # Loading an MLM checkpoint under a classification head prints a load report of the new head.
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+
+
+def _say(console: Any, msg: str) -> None:
+    if console is not None:
+        console.print(msg)

@@ -1,0 +1,85 @@
+"""Compute accounting per stage (methods.md §10.2)."""
+from __future__ import annotations
+
+import resource
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    """total / trainable / non_embedding, where non-embedding excludes every nn.Embedding matrix
+    (token, position, token-type, language) and the output (un)embedding, tied or not."""
+    import torch
+
+    embedding_ids: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            embedding_ids.add(id(module.weight))
+    get_out = getattr(model, "get_output_embeddings", None)
+    out = get_out() if callable(get_out) else None
+    if out is not None and getattr(out, "weight", None) is not None:
+        embedding_ids.add(id(out.weight))
+    seen: set[int] = set()
+    total = trainable = non_emb = 0
+    for p in model.parameters():  # parameters() already de-duplicates tied tensors
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+        non_emb += 0 if id(p) in embedding_ids else p.numel()
+    return {"total": total, "trainable": trainable, "non_embedding": non_emb}
+
+
+def peak_memory_bytes(device_type: str) -> int:
+    if device_type == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    # ru_maxrss is KiB on Linux, bytes on macOS; it is the process peak, not the stage's.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+@dataclass
+class StageRecord:
+    """What one stage cost. Auxiliary stages (no optimizer) leave the training fields at 0/None."""
+
+    name: str
+    kind: str = "train"  # "train" or "auxiliary"
+    optimizer_steps: int = 0
+    tokens_seen: int = 0
+    forward_only_tokens: int = 0
+    flops_est: float | None = None
+    wall_seconds: float = 0.0
+    peak_memory_bytes: int | None = None
+    peak_memory_kind: str = ""
+    device: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    params: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def finalize_flops(self) -> None:
+        n = self.params.get("non_embedding")
+        if self.kind == "train" and n is not None:
+            self.flops_est = 6.0 * n * self.tokens_seen + 2.0 * n * self.forward_only_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageRecord:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def sum_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over stages, for the leaderboard's compute column."""
+    flops = [r.get("flops_est") for r in records if r.get("kind", "train") == "train"]
+    return {
+        "stages": len(records),
+        "optimizer_steps": sum(int(r.get("optimizer_steps", 0)) for r in records),
+        "tokens_seen": sum(int(r.get("tokens_seen", 0)) for r in records),
+        "flops_est": sum(f for f in flops if f is not None) if flops else 0.0,
+        "wall_seconds": round(sum(float(r.get("wall_seconds", 0.0)) for r in records), 3),
+    }

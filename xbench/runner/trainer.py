@@ -1,0 +1,382 @@
+"""The one training loop every stage of every method runs through.
+
+It knows nothing of tasks or methods: it gets a model, a batch plan, a loss function and
+optionally an evaluation callback, and owns the optimizer, schedule, accumulation, clipping,
+precision, seeding, evaluation, checkpoints and the compute record. It is built on accelerate,
+so the same loop runs on one CPU, one GPU or many (torchrun / accelerate launch).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from xbench.atomic import atomic_dir, atomic_write_json
+from xbench.errors import TrainingDiverged, XbenchError
+from xbench.runner.compute import StageRecord, parameter_counts, peak_memory_bytes
+
+
+@dataclass
+class TrainArgs:
+    lr: float
+    max_steps: int | None = None
+    epochs: float | None = None
+    max_tokens: int | None = None  # stop once this many non-pad tokens were trained on
+    grad_accum: int = 1
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    max_grad_norm: float | None = 1.0
+    optimizer: str = "adamw"
+    mixed_precision: str = "auto"  # "auto": bf16 where the device has it natively, else fp32
+    seed: int = 0
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    keep_checkpoints: int = 1
+    compile: bool = False
+    progress: bool = True
+
+
+class BatchPlan(Protocol):
+    def batches(self, epoch: int) -> list[Any]: ...
+
+    def collate(self, item: Any) -> dict[str, Any]: ...
+
+
+@dataclass
+class StepContext:
+    """Per-micro-batch context; `generator` is seeded by (seed, step, micro, rank) so random
+    corruption (MLM masking) does not depend on RNG state and survives resume exactly."""
+
+    step: int
+    micro: int
+    generator: torch.Generator
+
+
+LossFn = Callable[[torch.nn.Module, dict[str, Any], StepContext], dict[str, torch.Tensor]]
+
+
+@dataclass
+class FitResult:
+    record: StageRecord
+    losses: list[float]
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+
+
+def default_count_tokens(batch: dict[str, Any]) -> int:
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+
+
+def resolve_precision(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    # CPUs without native bf16 run it ~100x slower (environment.md §3a): only GPUs that have it.
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+_ACCELERATOR = None
+
+
+def get_accelerator(mixed_precision: str):
+    """accelerate's state is a process-wide singleton, so every stage shares one Accelerator."""
+    global _ACCELERATOR
+    from accelerate import Accelerator
+
+    if _ACCELERATOR is None:
+        _ACCELERATOR = Accelerator(mixed_precision=mixed_precision)
+    elif _ACCELERATOR.mixed_precision != mixed_precision:
+        raise XbenchError(f"mixed precision '{mixed_precision}' requested after '{_ACCELERATOR.mixed_precision}' "
+                          "was set up in this process")
+    return _ACCELERATOR
+
+
+def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _optimizer(model: torch.nn.Module, args: TrainArgs) -> torch.optim.Optimizer:
+    # Only trainable tensors reach the optimizer, so weight decay can never touch a frozen one.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if args.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=args.lr, betas=args.betas, eps=args.eps)
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=args.lr, betas=args.betas, eps=args.eps)
+    raise XbenchError(f"unknown optimizer '{args.optimizer}' (valid: adamw, adam)")
+
+
+class Runner:
+    """Train one stage. `workdir` holds checkpoints/ and best/; nothing else is written there."""
+
+    def __init__(self, args: TrainArgs, workdir: str | Path, *, name: str = "train") -> None:
+        self.args = args
+        self.workdir = Path(workdir)
+        self.name = name
+        self.precision = resolve_precision(args.mixed_precision)
+        self.accelerator = get_accelerator(self.precision)
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def ckpt_root(self) -> Path:
+        return self.workdir / "checkpoints"
+
+    def latest_checkpoint(self) -> Path | None:
+        if not self.ckpt_root.is_dir():
+            return None
+        done = [p for p in self.ckpt_root.glob("step-*") if (p / "trainer_state.json").is_file()]
+        return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+    def _save_checkpoint(self, model, optimizer, scheduler, state: dict[str, Any]) -> None:
+        acc = self.accelerator
+        target = self.ckpt_root / f"step-{state['step']}"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            with atomic_dir(target) as tmp:
+                torch.save({"model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict()}, tmp / "state.pt")
+                rng = {"torch": torch.get_rng_state(), "python": None}
+                if torch.cuda.is_available():
+                    rng["cuda"] = torch.cuda.get_rng_state_all()
+                torch.save(rng, tmp / "rng.pt")
+                atomic_write_json(tmp / "trainer_state.json", state)
+            old = sorted(self.ckpt_root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+            for p in old[:-self.args.keep_checkpoints]:
+                shutil.rmtree(p, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _load_checkpoint(self, path: Path, model, optimizer, scheduler) -> dict[str, Any]:
+        blob = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+        self.accelerator.unwrap_model(model).load_state_dict(blob["model"])
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+        rng = torch.load(path / "rng.pt", weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return json.loads((path / "trainer_state.json").read_text())
+
+    def _save_best(self, model, state: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with atomic_dir(self.workdir / "best") as tmp:
+                torch.save(self.accelerator.unwrap_model(model).state_dict(), tmp / "model.pt")
+                atomic_write_json(tmp / "best.json", state)
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ main loop
+    def total_steps(self, plan: BatchPlan) -> int:
+        a = self.args
+        if a.max_steps is not None:
+            return a.max_steps
+        if a.epochs is not None:
+            per_epoch = len(plan.batches(0)) // (a.grad_accum * self.accelerator.num_processes)
+            return max(1, math.ceil(a.epochs * per_epoch))
+        raise XbenchError(f"stage '{self.name}': set max_steps or epochs")
+
+    def fit(self, model: torch.nn.Module, plan: BatchPlan, loss_fn: LossFn, *,
+            evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+            select_metric: str | None = None,
+            count_tokens: Callable[[dict[str, Any]], int] = default_count_tokens,
+            after_optimizer_step: Callable[[torch.nn.Module, int], None] | None = None,
+            resume: bool = False) -> FitResult:
+        from accelerate.utils import set_seed
+
+        a, acc = self.args, self.accelerator
+        set_seed(a.seed)
+        if acc.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        total = self.total_steps(plan)
+        warmup = a.warmup_steps if a.warmup_steps is not None else int(a.warmup_ratio * total)
+        optimizer = _optimizer(model, a)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(warmup, total))
+        model, optimizer = acc.prepare(model, optimizer)
+        if a.compile:
+            model = torch.compile(model, dynamic=True)
+
+        state: dict[str, Any] = {"step": 0, "epoch": 0, "position": 0, "tokens_seen": 0, "losses": [],
+                                 "evals": [], "best": None, "wall_seconds": 0.0}
+        ckpt = self.latest_checkpoint() if resume else None
+        if ckpt is not None:
+            state = self._load_checkpoint(ckpt, model, optimizer, scheduler)
+        elif self.workdir.exists() and not resume:
+            shutil.rmtree(self.ckpt_root, ignore_errors=True)
+            shutil.rmtree(self.workdir / "best", ignore_errors=True)
+
+        params = parameter_counts(acc.unwrap_model(model))
+        world, rank = acc.num_processes, acc.process_index
+        epoch, position = state["epoch"], state["position"]
+        batches = self._shard(plan.batches(epoch), world, rank)
+        kill_at = int(os.environ.get("XBENCH_TEST_KILL_AT_STEP", "0"))  # real SIGKILL, for the resume test
+        model.train()
+        t0 = time.perf_counter() - state["wall_seconds"]
+        progress = _Progress(self.name, total, enabled=a.progress and acc.is_main_process)
+        progress.advance_to(state["step"])
+        while state["step"] < total:
+            step = state["step"]
+            step_loss = 0.0
+            for micro in range(a.grad_accum):
+                if position >= len(batches):
+                    epoch, position = epoch + 1, 0
+                    batches = self._shard(plan.batches(epoch), world, rank)
+                    if not batches:
+                        raise XbenchError(f"stage '{self.name}': the batch plan is empty")
+                batch = plan.collate(batches[position])
+                position += 1
+                batch = {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                gen = torch.Generator(device="cpu").manual_seed(hash((a.seed, step, micro, rank)) & 0x7FFFFFFF)
+                ctx = StepContext(step, micro, gen)
+                sync = micro == a.grad_accum - 1
+                with acc.autocast(), (acc.no_sync(model) if not sync and world > 1 else _null()):
+                    losses = loss_fn(model, batch, ctx)
+                    loss = sum(losses.values())
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        last = self.latest_checkpoint()
+                        raise TrainingDiverged(
+                            f"stage '{self.name}': non-finite loss ({value}) at step {step + 1}; "
+                            + (f"the last good checkpoint is {last}" if last else "no checkpoint was written yet")
+                            + "; lower the learning rate or check the data")
+                    acc.backward(loss / a.grad_accum)
+                step_loss += value / a.grad_accum
+                state["tokens_seen"] += count_tokens(batch)
+            if a.max_grad_norm:
+                acc.clip_grad_norm_(model.parameters(), a.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if after_optimizer_step is not None:
+                after_optimizer_step(model, step + 1)
+            state["step"] = step + 1
+            state["epoch"], state["position"] = epoch, position
+            if world > 1:
+                step_loss = float(acc.reduce(torch.tensor(step_loss, device=acc.device), "mean"))
+            state["losses"].append(step_loss)
+            progress.update(state["step"], step_loss)
+            tokens_total = self._global_tokens(state["tokens_seen"])
+            done = state["step"] >= total or (a.max_tokens is not None and tokens_total >= a.max_tokens)
+            if evaluate is not None and (done or (a.eval_every and state["step"] % a.eval_every == 0)):
+                model.eval()
+                metrics = evaluate(acc.unwrap_model(model))
+                model.train()
+                entry = {"step": state["step"], **metrics}
+                state["evals"].append(entry)
+                if select_metric is not None:
+                    best = state["best"]
+                    if best is None or metrics[select_metric] > best[select_metric]:
+                        state["best"] = entry
+                        self._save_best(model, entry)
+            state["wall_seconds"] = time.perf_counter() - t0
+            if a.checkpoint_every and (state["step"] % a.checkpoint_every == 0 or done):
+                self._save_checkpoint(model, optimizer, scheduler, state)
+            if kill_at and state["step"] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if done:
+                break
+        progress.close()
+
+        if select_metric is not None and state["best"] is not None:
+            best_state = torch.load(self.workdir / "best" / "model.pt", map_location="cpu", weights_only=True)
+            acc.unwrap_model(model).load_state_dict(best_state)
+        record = StageRecord(
+            name=self.name, optimizer_steps=state["step"], tokens_seen=self._global_tokens(state["tokens_seen"]),
+            wall_seconds=round(time.perf_counter() - t0, 3), peak_memory_bytes=peak_memory_bytes(acc.device.type),
+            peak_memory_kind="cuda max allocated" if acc.device.type == "cuda" else "process peak RSS",
+            device=_device(acc), precision="bf16" if self.precision == "bf16" else self.precision.replace("no", "fp32"),
+            params=params, extra={"train_args": asdict(self.args), "world_size": world},
+        )
+        record.finalize_flops()
+        return FitResult(record, state["losses"], state["evals"], state["best"])
+
+    def _global_tokens(self, local: int) -> int:
+        if self.accelerator.num_processes == 1:
+            return local
+        t = torch.tensor(local, device=self.accelerator.device)
+        return int(self.accelerator.reduce(t, "sum"))
+
+    @staticmethod
+    def _shard(batches: list[Any], world: int, rank: int) -> list[Any]:
+        # Every rank must take the same number of steps, so drop the ragged tail.
+        usable = len(batches) - len(batches) % world
+        return batches[rank:usable:world]
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _device(acc) -> dict[str, Any]:
+    from xbench.envinfo import device_description
+
+    d = device_description()
+    d["processes"] = acc.num_processes
+    return d
+
+
+class _Progress:
+    """A rich progress bar with ETA on a terminal; a few plain lines otherwise (CI logs)."""
+
+    def __init__(self, name: str, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.name = total, enabled, name
+        self.bar = None
+        self._next_line = 0
+        if not enabled:
+            return
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                TimeRemainingColumn(), console=console, transient=False)
+            self.task = self.bar.add_task(name, total=total, loss=float("nan"))
+            self.bar.start()
+        else:
+            self.console = console
+            self.t0 = time.perf_counter()
+
+    def advance_to(self, step: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step)
+
+    def update(self, step: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=loss)
+        elif step >= self._next_line or step == self.total:
+            elapsed = time.perf_counter() - self.t0
+            self.console.print(f"  {self.name}: step {step}/{self.total} loss {loss:.4f} ({elapsed:.0f}s)")
+            self._next_line = step + max(1, self.total // 4)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,85 @@
+"""The task-type interface: what the pipeline needs from classification, QA, labelling, parsing.
+
+A task card names its type; the type knows how to load a (language, split), turn examples into
+features, build a model with the right head, compute the training loss, predict and score.
+Featurisation is cached by content hash (data provenance x tokenizer x settings).
+"""
+from __future__ import annotations
+
+import pickle
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xbench.atomic import atomic_write_bytes, hash_json, sha256_bytes
+from xbench.cache import cache_root
+from xbench.data.sources import Provenance
+from xbench.registry import TaskCard
+
+
+@dataclass
+class Split:
+    """Examples of one (language, split) with where they came from."""
+
+    lang: str
+    name: str
+    examples: list[Any]
+    provenance: Provenance
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    raw = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return sha256_bytes((raw + repr(getattr(tokenizer, "model_input_names", None))).encode("utf-8"))
+
+
+def cached_features(key: dict[str, Any], build: Callable[[], Any]) -> Any:
+    """Tokenised features keyed by content hash; a second preparation is a file read."""
+    path = cache_root() / "features" / f"{hash_json(key)}.pkl"
+    if path.is_file():
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    value = build()
+    atomic_write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    return value
+
+
+class TaskType(ABC):
+    """One task type; instances are bound to a card."""
+
+    name: str = ""
+    version: int = 1  # bump when featurisation changes, which invalidates the feature cache
+
+    def __init__(self, card: TaskCard) -> None:
+        self.card = card
+
+    @abstractmethod
+    def load(self, lang: str, split: str, data_dir: str | Path | None, *, for_eval: bool) -> Split: ...
+
+    @abstractmethod
+    def featurize(self, split: Split, tokenizer: Any, *, train: bool) -> Sequence[dict[str, Any]]: ...
+
+    @abstractmethod
+    def build_model(self, encoder_path: str) -> Any: ...
+
+    @abstractmethod
+    def loss(self, model: Any, batch: dict[str, Any], ctx: Any) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def predict(self, model: Any, split: Split, features: Sequence[dict[str, Any]], tokenizer: Any) -> list[Any]: ...
+
+    @abstractmethod
+    def score(self, split: Split, predictions: list[Any]) -> dict[str, float]:
+        """Scores as fractions in [0, 1]; must contain the card's metric and `n`."""
+
+    @abstractmethod
+    def prediction_records(self, split: Split, predictions: list[Any]) -> list[dict[str, Any]]: ...
+
+    def pad_values(self, tokenizer: Any) -> dict[str, int]:
+        return {"input_ids": tokenizer.pad_token_id or 0, "labels": -100}
+
+    def feature_key(self, split: Split, tokenizer: Any, train: bool, **settings: Any) -> dict[str, Any]:
+        return {"task_type": self.name, "version": self.version, "data": split.provenance.hash, "lang": split.lang,
+                "split": split.name, "tokenizer": tokenizer_fingerprint(tokenizer), "train": train, **settings}
