@@ -100,6 +100,9 @@ def run(
     param: Annotated[Optional[list[str]], typer.Option(help="Method parameter key=value (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue interrupted training from its checkpoints; skip finished seeds.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing result files of the same identity.")] = False,
+    question_langs: Annotated[Optional[str], typer.Option(help="MLQA G-XLT: question languages for each context language.")] = None,
+    treebank: Annotated[Optional[str], typer.Option(help="UD: which test treebanks, e.g. pud.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option(help="Other task option key=value (repeatable).")] = None,
 ) -> None:
     """Build the encoder, fine-tune, evaluate, and write one result file per seed."""
     from xbench.pipeline import RunRequest
@@ -111,10 +114,20 @@ def run(
         raise XbenchError(f"--seeds expects comma-separated integers, got '{seeds}'") from None
     req = RunRequest(method=method, task=task, langs=_csv(langs), protocol=protocol, profile=profile, model=model,
                      seeds=seed_list or None, output_dir=str(output_dir), data_dir=str(data_dir) if data_dir else None,
-                     resume=resume, overwrite=overwrite, params=_parse_params(param or []))
+                     resume=resume, overwrite=overwrite, params=_parse_params(param or []),
+                     options=_task_options(question_langs, treebank, option or []))
     console = _console()
     paths = run_pipeline(req, console)
     _print_run_table(console, paths)
+
+
+def _task_options(question_langs: str | None, treebank: str | None, items: list[str]) -> dict[str, object]:
+    options: dict[str, object] = dict(_parse_params(items))
+    if question_langs:
+        options["question_langs"] = _csv(question_langs)
+    if treebank:
+        options["treebank"] = treebank
+    return options
 
 
 def _print_run_table(console, paths: list[Path]) -> None:

@@ -38,6 +38,7 @@ class RunRequest:
     resume: bool = False
     overwrite: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # task-type options: question_langs, treebank, ...
     progress: bool = True
 
 
@@ -97,6 +98,7 @@ def resolve(req: RunRequest) -> ResolvedRun:
         "xbench_version": __version__, "finetune_code_version": FINETUNE_CODE_VERSION,
         "task": {"name": card.name, "version": card.version, "card_sha256": hash_json(card.raw)},
         "method": {"name": req.method, "params": dict(sorted(req.params.items()))},
+        "task_options": dict(sorted(req.options.items())),
         "protocol": protocol, "profile": profile, "model": model, "finetune": finetune,
     }
     return ResolvedRun(req, card, protocol, profile, model, list(seeds), finetune, config, hash_json(config))
@@ -166,7 +168,7 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
     from xbench.envinfo import environment
 
     req, card = rr.request, rr.card
-    task_type = card.task_type_impl()
+    task_type = card.task_type_impl(req.options)
     proto = card.protocol(rr.protocol)
     data_setting = rr.profile["data_setting"]
     train_split = _split_name(proto.train, data_setting)
@@ -197,17 +199,18 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         compute["finetune"].append({**fit.record.to_dict(), "group": gi})
         if fit.best is not None:
             selection.append({"group": gi, "train_lang": group.train_lang, **fit.best})
-        for lang in group.eval_langs:
-            split = task_type.load(lang, eval_split, req.data_dir, for_eval=True)
-            data_prov[f"{lang}/{eval_split}"] = split.provenance.to_dict()
+        for unit in task_type.eval_units(group.eval_langs):
+            split = task_type.load(unit, eval_split, req.data_dir, for_eval=True)
+            data_prov[f"{unit}/{eval_split}"] = split.provenance.to_dict()
             feats = task_type.featurize(split, tokenizer, train=False)
             preds = task_type.predict(model, split, feats, tokenizer)
-            scores[lang] = task_type.score(split, preds)
-            predictions[lang] = task_type.prediction_records(split, preds)
+            scores[unit] = task_type.score(split, preds)
+            predictions[unit] = task_type.prediction_records(split, preds)
     metric = card.metric
-    langs = list(req.langs)
+    langs = task_type.eval_units(list(req.langs))
     missing = [lang for lang in card.languages if lang not in scores]
-    average = sum(scores[lang][metric] for lang in langs) / len(langs)
+    averaged = task_type.averaged_units(langs)
+    average = sum(scores[u][metric] for u in averaged) / len(averaged)
     from xbench.runner.compute import sum_records
 
     return {
@@ -223,8 +226,9 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         "run": {"protocol": rr.protocol, "profile": rr.profile["name"], "seed": seed,
                 "train_langs": sorted({g.train_lang for g in groups}), "train_split": train_split,
                 "select_split": select_split, "eval_langs": langs, "eval_split": eval_split},
-        "scores": {"metric": metric, "per_language": scores, "average": average, "languages": langs,
-                   "missing_languages": missing},
+        "scores": {"metric": metric, "metrics": task_type.metrics, "per_language": scores, "average": average,
+                   "averaged_over": averaged, "languages": langs, "missing_languages": missing},
+        "scoring": task_type.scoring_info(),
         "selection": selection,
         "compute": {**compute, "transfer_total": sum_records(compute["transfer"]),
                     "finetune_total": sum_records(compute["finetune"]),

@@ -104,8 +104,8 @@ class TaskCard:
             )
         return self.protocols[name]
 
-    def task_type_impl(self) -> Any:
-        return load_object(TASK_TYPES[self.task_type])(self)
+    def task_type_impl(self, options: dict[str, Any] | None = None) -> Any:
+        return load_object(TASK_TYPES[self.task_type])(self, options or {})
 
 
 REQUIRED_CARD_KEYS = {"name": str, "version": int, "task_type": str, "description": str, "metric": str,

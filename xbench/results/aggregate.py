@@ -42,14 +42,16 @@ class Row:
         return statistics.fmean(per_seed), (statistics.stdev(per_seed) if n > 1 else 0.0), n
 
 
-def aggregate(results: list[dict[str, Any]]) -> dict[RowKey, Row]:
+def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[RowKey, Row]:
+    """Rows for one metric (the primary one of each result by default)."""
     rows: dict[RowKey, Row] = {}
     for r in sorted(results, key=lambda r: r["run"]["seed"]):
         key = (r["task"]["name"], r["run"]["protocol"], r["run"]["profile"], r["method"]["name"], r["model"]["name"])
-        row = rows.setdefault(key, Row(key, r["method"].get("kind", "transfer"), r["scores"]["metric"]))
+        row = rows.setdefault(key, Row(key, r["method"].get("kind", "transfer"), metric or r["scores"]["metric"]))
         row.seeds.append(r["run"]["seed"])
         for lang, s in r["scores"]["per_language"].items():
-            row.per_lang[lang].append(float(s[row.metric]))
+            if row.metric in s:
+                row.per_lang[lang].append(float(s[row.metric]))
         row.compute.append(r["compute"])
         row.flags.update(r.get("flags", {}).get("transductive", []))
         if r.get("flags", {}).get("data_setting") == "shared":

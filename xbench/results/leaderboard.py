@@ -41,8 +41,21 @@ def _order(rows: list[Row]) -> list[Row]:
 
 
 def build_tables(results: list[dict[str, Any]], lang_order: list[str]) -> list[dict[str, Any]]:
-    """One table per (task, protocol, profile, model); rows are methods with baselines last."""
-    rows = aggregate(results)
+    """One table per (task, protocol, profile, model, metric); rows are methods with baselines last."""
+    metrics: list[str] = []
+    for r in results:
+        for m in r["scores"].get("metrics", [r["scores"]["metric"]]):
+            if m not in metrics:
+                metrics.append(m)
+    tables: list[dict[str, Any]] = []
+    for metric in metrics:
+        tables.extend(_tables_for_metric([r for r in results if metric in r["scores"].get("metrics", [r["scores"]["metric"]])],
+                                         lang_order, metric))
+    return tables
+
+
+def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], metric: str) -> list[dict[str, Any]]:
+    rows = aggregate(results, metric)
     groups: dict[tuple[str, str, str, str], list[Row]] = {}
     for key, row in rows.items():
         task, protocol, profile, _method, model = key
@@ -50,6 +63,7 @@ def build_tables(results: list[dict[str, Any]], lang_order: list[str]) -> list[d
     tables = []
     for (task, protocol, profile, model), grp in sorted(groups.items()):
         langs = [lang for lang in lang_order if any(lang in r.per_lang for r in grp)]
+        langs += sorted({u for r in grp for u in r.per_lang} - set(langs))  # e.g. MLQA G-XLT cells
         ordered = _order(grp)
         scratch = next((r for r in grp if r.method == "scratch"), None)
         body = []
@@ -68,7 +82,7 @@ def build_tables(results: list[dict[str, Any]], lang_order: list[str]) -> list[d
             if vals:
                 best[col] = max(vals)
         tables.append({"task": task, "protocol": protocol, "profile": profile, "model": model, "langs": langs,
-                       "body": body, "best": best, "metric": grp[0].metric})
+                       "body": body, "best": best, "metric": metric})
     return tables
 
 

@@ -52,8 +52,35 @@ class TaskType(ABC):
     name: str = ""
     version: int = 1  # bump when featurisation changes, which invalidates the feature cache
 
-    def __init__(self, card: TaskCard) -> None:
+    def __init__(self, card: TaskCard, options: dict[str, Any] | None = None) -> None:
         self.card = card
+        self.options = dict(options or {})
+        unknown = sorted(set(self.options) - set(self.option_names))
+        if unknown:
+            from xbench.errors import ConfigError
+
+            raise ConfigError([f"task '{card.name}' ({self.name}) takes no option '{k}'"
+                               f" (valid: {', '.join(self.option_names) or 'none'})" for k in unknown])
+
+    # Task-type options a run may pass (e.g. question_langs for MLQA, treebank for UD).
+    option_names: tuple[str, ...] = ()
+
+    @property
+    def metrics(self) -> list[str]:
+        """Every metric the scores carry; the card's `metric` is the primary (leaderboard, check)."""
+        return list(self.card.raw.get("metrics", [self.card.metric]))
+
+    def eval_units(self, langs: list[str]) -> list[str]:
+        """What gets one score: a language, or e.g. an MLQA context x question pair."""
+        return list(langs)
+
+    def averaged_units(self, units: list[str]) -> list[str]:
+        """The units the reported average is taken over (e.g. XQuAD leaves out ro)."""
+        return list(units)
+
+    def scoring_info(self) -> dict[str, Any]:
+        """How scores were computed (scorer, normalisation), recorded in the result file."""
+        return {"metric": self.card.metric}
 
     @abstractmethod
     def load(self, lang: str, split: str, data_dir: str | Path | None, *, for_eval: bool) -> Split: ...
