@@ -1,7 +1,10 @@
 """Train a cased WordPiece tokenizer locally (the smoke profile's tokenizers).
 
-The trainer in tokenizers 0.23 is not deterministic from run to run (environment.md §2e), so
-callers must save tokenizer.json as an artefact and never assume retraining reproduces ids.
+The trainer in tokenizers 0.23 is not deterministic from run to run (environment.md §2e): on
+real text it learns the same vocabulary *set* with different ids. WordPiece segmentation depends
+only on the set (greedy longest match), so ids are canonicalised (specials first, then sorted),
+which makes a fresh machine build the same tokenizer and, with a fixed seed, the same model.
+Callers still save tokenizer.json as the artefact.
 """
 from __future__ import annotations
 
@@ -21,6 +24,10 @@ def train_wordpiece(lines: Iterable[str], vocab_size: int, *, lowercase: bool = 
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, min_frequency=2)
     tok.train_from_iterator(lines, trainer=trainer)
+    learned = tok.get_vocab()
+    ordered = SPECIALS + sorted(t for t in learned if t not in SPECIALS)
+    tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(ordered)}, unk_token="[UNK]",
+                                 max_input_chars_per_word=100)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])

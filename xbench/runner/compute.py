@@ -8,28 +8,11 @@ from typing import Any
 
 
 def parameter_counts(model: Any) -> dict[str, int]:
-    """total / trainable / non_embedding, where non-embedding excludes every nn.Embedding matrix
-    (token, position, token-type, language) and the output (un)embedding, tied or not."""
-    import torch
+    """total / trainable / non_embedding (methods.md §10.2), as the freezing utilities count them."""
+    from xbench.components.freezing import trainable_report
 
-    embedding_ids: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Embedding):
-            embedding_ids.add(id(module.weight))
-    get_out = getattr(model, "get_output_embeddings", None)
-    out = get_out() if callable(get_out) else None
-    if out is not None and getattr(out, "weight", None) is not None:
-        embedding_ids.add(id(out.weight))
-    seen: set[int] = set()
-    total = trainable = non_emb = 0
-    for p in model.parameters():  # parameters() already de-duplicates tied tensors
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-        non_emb += 0 if id(p) in embedding_ids else p.numel()
-    return {"total": total, "trainable": trainable, "non_embedding": non_emb}
+    report = trainable_report(model)
+    return {k: report[k] for k in ("total", "trainable", "non_embedding")}
 
 
 def peak_memory_bytes(device_type: str) -> int:
