@@ -103,6 +103,7 @@ def run(
     question_langs: Annotated[Optional[str], typer.Option(help="MLQA G-XLT: question languages for each context language.")] = None,
     treebank: Annotated[Optional[str], typer.Option(help="UD: which test treebanks, e.g. pud.")] = None,
     option: Annotated[Optional[list[str]], typer.Option(help="Other task option key=value (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a profile setting, e.g. finetune.max_steps=50 or pretrain.mlm.lr=1e-3 (repeatable).")] = None,
 ) -> None:
     """Build the encoder, fine-tune, evaluate, and write one result file per seed."""
     from xbench.pipeline import RunRequest
@@ -115,7 +116,8 @@ def run(
     req = RunRequest(method=method, task=task, langs=_csv(langs), protocol=protocol, profile=profile, model=model,
                      seeds=seed_list or None, output_dir=str(output_dir), data_dir=str(data_dir) if data_dir else None,
                      resume=resume, overwrite=overwrite, params=_parse_params(param or []),
-                     options=_task_options(question_langs, treebank, option or []))
+                     options=_task_options(question_langs, treebank, option or []),
+                     overrides=_parse_params(set_ or []))
     console = _console()
     paths = run_pipeline(req, console)
     _print_run_table(console, paths)

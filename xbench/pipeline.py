@@ -39,6 +39,7 @@ class RunRequest:
     overwrite: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # task-type options: question_langs, treebank, ...
+    overrides: dict[str, str] = field(default_factory=dict)  # --set finetune.max_steps=20, pretrain.mlm.lr=1e-3
     progress: bool = True
 
 
@@ -81,6 +82,9 @@ def resolve(req: RunRequest) -> ResolvedRun:
         if req.protocol and req.protocol not in card.protocols:
             problems.append(f"task '{card.name}' has no protocol '{req.protocol}'; "
                             f"valid protocols: {', '.join(card.protocols)}")
+    if profile is not None:
+        profile, override_problems = apply_overrides(profile, req.overrides, card.task_type if card else None)
+        problems += override_problems
     finetune: dict[str, Any] = {}
     if card is not None and profile is not None:
         finetune = dict(profile["finetune"].get(card.task_type, {}))
@@ -100,8 +104,33 @@ def resolve(req: RunRequest) -> ResolvedRun:
         "method": {"name": req.method, "params": dict(sorted(req.params.items()))},
         "task_options": dict(sorted(req.options.items())),
         "protocol": protocol, "profile": profile, "model": model, "finetune": finetune,
+        "overrides": dict(sorted(req.overrides.items())),
     }
     return ResolvedRun(req, card, protocol, profile, model, list(seeds), finetune, config, hash_json(config))
+
+
+def apply_overrides(profile: dict[str, Any], overrides: dict[str, str],
+                    task_type: str | None) -> tuple[dict[str, Any], list[str]]:
+    """Apply dotted --set overrides to a copy of the profile; `finetune.x` means this task type's block."""
+    import copy
+
+    import yaml
+
+    out, problems = copy.deepcopy(profile), []
+    for dotted, raw in overrides.items():
+        parts = dotted.split(".")
+        if parts[0] == "finetune" and task_type is not None and len(parts) == 2:
+            parts = ["finetune", task_type, parts[1]]
+        node: Any = out
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if not isinstance(node, dict) or (parts[-1] not in node and parts[0] not in ("finetune", "pretrain")):
+            problems.append(f"--set {dotted}: no such profile setting")
+            continue
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out, problems
 
 
 @dataclass
@@ -138,7 +167,9 @@ def run(req: RunRequest, console: Any = None) -> list[Path]:
 
     from xbench.methods.base import RunContext
 
-    _quiet_transformers()
+    from xbench.hfquiet import quiet_transformers
+
+    quiet_transformers()
     written: list[Path] = []
     for seed in rr.seeds:
         path = targets[seed]
@@ -279,13 +310,6 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
         model, plan, task_type.loss, evaluate=evaluate, select_metric=rr.card.metric if evaluate else None,
         resume=req.resume)
     return model, tokenizer, fit
-
-
-def _quiet_transformers() -> None:
-    # Loading an MLM checkpoint under a classification head prints a load report of the new head.
-    import transformers
-
-    transformers.logging.set_verbosity_error()
 
 
 def _say(console: Any, msg: str) -> None:

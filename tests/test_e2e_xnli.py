@@ -1,0 +1,64 @@
+"""End to end through the CLI on real XNLI, with tiny budgets (--set) so it takes about a minute."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_cli import xbench
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--set", "finetune.max_steps=12", "--set", "finetune.eval_every=6", "--set", "pretrain.mlm.max_steps=8"]
+
+
+def test_source_and_scratch_runs_results_and_leaderboard(data_root, tmp_path):
+    out = tmp_path / "res"
+    env = {"XBENCH_DATA": str(data_root)}
+    src = xbench("run", "--method", "source", "--task", "xnli", "--langs", "de,zh", "--seeds", "1",
+                 "--output-dir", str(out), *FAST, env=env)
+    assert src.returncode == 0, src.stderr[-3000:]
+    path = out / "xnli" / "zero-shot" / "smoke" / "source" / "xbench--tiny-en-bert" / "seed-1.json"
+    r = json.loads(path.read_text())
+    assert r["schema_version"] == 1 and r["task"]["version"] == 1 and r["run"]["seed"] == 1
+    assert set(r["scores"]["per_language"]) == {"de", "zh"}
+    for lang in ("de", "zh"):
+        s = r["scores"]["per_language"][lang]
+        assert s["n"] == 5010 and 0.0 <= s["accuracy"] <= 1.0
+    assert r["scores"]["missing_languages"] and "en" in r["scores"]["missing_languages"]
+    assert r["task"]["data"]["de/test"]["files"][0]["path"] == "xnli/test/de.tsv"
+    assert len(r["task"]["data"]["de/test"]["files"][0]["sha256"]) == 64
+    assert r["compute"]["finetune"][0]["optimizer_steps"] == 12 and r["compute"]["finetune"][0]["flops_est"] > 0
+    assert r["compute"]["source_pretraining_total"]["tokens_seen"] > 0  # xbench built the source: known cost
+    assert r["config"]["overrides"]["finetune.max_steps"] == "12" and len(r["config_hash"]) == 64
+    assert r["environment"]["libraries"]["torch"].startswith("2.13") and "commit" in r["environment"]["git"]
+    assert r["selection"] and r["selection"][0]["step"] in (6, 12)
+    preds = (path.parent / "seed-1.predictions" / "de.jsonl").read_text().splitlines()
+    assert len(preds) == 5010 and set(json.loads(preds[0])) == {"index", "gold", "pred"}
+    assert "Traceback" not in src.stderr
+
+    again = xbench("run", "--method", "source", "--task", "xnli", "--langs", "de,zh", "--seeds", "1",
+                   "--output-dir", str(out), *FAST, env=env)
+    assert again.returncode != 0 and "already exist" in again.stderr
+    skip = xbench("run", "--method", "source", "--task", "xnli", "--langs", "de,zh", "--seeds", "1",
+                  "--output-dir", str(out), "--resume", *FAST, env=env)
+    assert skip.returncode == 0 and "skipping" in skip.stdout
+
+    scr = xbench("run", "--method", "scratch", "--task", "xnli", "--langs", "de", "--seeds", "1",
+                 "--output-dir", str(out), *FAST, env=env)
+    assert scr.returncode == 0, scr.stderr[-3000:]
+    s = json.loads((out / "xnli" / "zero-shot" / "smoke" / "scratch" / "xbench--tiny-en-bert" / "seed-1.json").read_text())
+    transfer = s["compute"]["transfer"][0]
+    assert transfer["optimizer_steps"] == 8 and transfer["tokens_seen"] == 8 * 16 * 64
+    assert s["model"]["encoders"][0]["provenance"]["pool"]["dropped_as_eval"] >= 0
+
+    lb = xbench("leaderboard", "--results-dir", str(out), "--output-dir", str(tmp_path / "lb"), env=env)
+    assert lb.returncode == 0, lb.stderr
+    md = (tmp_path / "lb" / "xnli.md").read_text()
+    assert "source (baseline)" in md and "scratch (baseline)" in md and "Task version 1" in md
+
+
+def test_unknown_override_is_a_config_error(tmp_path):
+    proc = xbench("run", "--method", "source", "--task", "xnli", "--langs", "de", "--set", "nosuch.key=1",
+                  "--output-dir", str(tmp_path))
+    assert proc.returncode != 0 and "--set nosuch.key: no such profile setting" in proc.stderr
