@@ -17,7 +17,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["chu_liu_edmonds", "eisner", "is_tree"]
+__all__ = ["chu_liu_edmonds", "eisner", "find_cycle", "is_tree"]
+
+
+def find_cycle(heads: Sequence[int]) -> list[int] | None:
+    """The words (1-based) of a cycle in a HEAD column whose values lie in 0..n, or None."""
+    n = len(heads)
+    # 0 = unvisited, 1 = on the current path, 2 = known to reach ROOT
+    state = [0] * (n + 1)
+    state[0] = 2
+    for start in range(1, n + 1):
+        path = []
+        node = start
+        while state[node] == 0:
+            state[node] = 1
+            path.append(node)
+            node = int(heads[node - 1])
+        if state[node] == 1:
+            return path[path.index(node):]
+        for p in path:
+            state[p] = 2
+    return None
 
 
 def is_tree(heads: Sequence[int] | np.ndarray, single_root: bool = True) -> bool:
@@ -34,20 +54,7 @@ def is_tree(heads: Sequence[int] | np.ndarray, single_root: bool = True) -> bool
         return False
     if single_root and int((h == 0).sum()) != 1:
         return False
-    # 0 = unvisited, 1 = on the current path, 2 = known to reach ROOT
-    state = np.zeros(n + 1, dtype=np.int8)
-    state[0] = 2
-    for start in range(1, n + 1):
-        path = []
-        node = start
-        while state[node] == 0:
-            state[node] = 1
-            path.append(node)
-            node = int(h[node - 1])
-        if state[node] == 1:
-            return False
-        state[path] = 2
-    return True
+    return find_cycle(h.tolist()) is None
 
 
 def _check_scores(scores: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from conllu.parser import (
     DEFAULT_FIELD_PARSERS, DEFAULT_FIELDS, parse_comment_line, parse_id_value, parse_int_value,
 )
 
+from xbench.components.mst import find_cycle
 from xbench.errors import DataFormatError, XbenchError
 
 __all__ = ["Sentence", "read_conllu", "write_conllu", "universal_deprel", "iter_lines"]
@@ -184,24 +185,12 @@ def _check_tree(s: Sentence) -> None:
     if len(roots) > 1:
         raise DataFormatError(s.path, f"sentence has {len(roots)} roots (words {[r + 1 for r in roots]})",
                               line=word_line_no[roots[1]], field="HEAD", expected="exactly one word with HEAD 0")
-    # 0 = unvisited, 1 = on current path, 2 = reaches the root
-    state = [0] * (n + 1)
-    state[0] = 2
-    for start in range(1, n + 1):
-        path = []
-        node = start
-        while state[node] == 0:
-            state[node] = 1
-            path.append(node)
-            node = heads[node - 1]
-        if state[node] == 1:
-            cycle = path[path.index(node):]
-            first = min(cycle)
-            shown = " -> ".join(str(c) for c in sorted(cycle)[:8])
-            raise DataFormatError(s.path, f"cycle among words {shown}", line=word_line_no[first - 1],
-                                  field="HEAD", expected="a tree")
-        for p in path:
-            state[p] = 2
+    cycle = find_cycle(heads)
+    if cycle is not None:
+        first = min(cycle)
+        shown = " -> ".join(str(c) for c in sorted(cycle)[:8])
+        raise DataFormatError(s.path, f"cycle among words {shown}", line=word_line_no[first - 1],
+                              field="HEAD", expected="a tree")
 
 
 def read_conllu(path: str | Path) -> list[Sentence]:
