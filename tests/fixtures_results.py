@@ -22,7 +22,7 @@ def write_result(root: Path, method: str, kind: str, seed: int, scores: dict[str
                    "average": sum(scores.values()) / len(scores), "languages": langs, "missing_languages": []},
         "compute": {"transfer_total": {"stages": 1 if tokens else 0, "optimizer_steps": 10, "tokens_seen": tokens,
                                        "flops_est": flops, "wall_seconds": 12.0},
-                    "source_pretraining_total": None},
+                    "source_pretraining_total": "unused" if method == "scratch" else "external"},
         "flags": {"transductive": [], "data_setting": "shared"},
         "config_hash": "0" * 64,
         "environment": {"git": {"commit": "1234567890abcdef", "dirty": False}},

@@ -27,6 +27,7 @@ def test_markdown_cells_ordering_bold_delta_and_missing(tmp_path):
     assert clp[4].strip() == "**39.5 ± 2.0**"  # Avg over de, zh per seed: 37.5, 39.5, 41.5
     assert clp[5].strip() == "+4.5"  # vs scratch avg 35.0
     assert "2.0TFLOP" in clp[6] and "1.0M tok" in clp[6]
+    assert clp[7].strip() == "external" and rows[2].split("|")[7].strip() == "–"  # scratch uses no source weights
     source = rows[1].split("|")
     assert source[3].strip() == "–" and source[4].strip() == "–"  # missing zh: no average
     assert "Task version 1" in md and "abc123def456" in md and "1234567890" in md

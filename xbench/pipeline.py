@@ -211,6 +211,7 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
     predictions: dict[str, list[dict[str, Any]]] = {}
     data_prov: dict[str, Any] = {}
     compute: dict[str, list[dict[str, Any]]] = {"transfer": [], "finetune": [], "source_pretraining": []}
+    uses_source = False
     encoders: dict[str, Any] = {}
     selection: list[dict[str, Any]] = []
     flags: dict[str, Any] = {"transductive": set(), "eval_split": eval_split, "data_setting": data_setting}
@@ -220,7 +221,8 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         if enc.key not in encoders:
             encoders[enc.key] = {"key": enc.key, "lang": group.encoder_lang, "provenance": enc.provenance}
             compute["transfer"].extend({**s, "encoder": enc.key} for s in enc.stages)
-            if not compute["source_pretraining"]:
+            uses_source = uses_source or enc.uses_source_weights
+            if enc.uses_source_weights and not compute["source_pretraining"]:
                 compute["source_pretraining"] = enc.source_stages
         flags["transductive"].update(enc.flags.get("transductive", []))
         _say(console, f"[bold]seed {seed}[/bold] · encoder {enc.key[:24]} · fine-tune on {group.train_lang}/{train_split}"
@@ -263,7 +265,9 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         "selection": selection,
         "compute": {**compute, "transfer_total": sum_records(compute["transfer"]),
                     "finetune_total": sum_records(compute["finetune"]),
-                    "source_pretraining_total": sum_records(compute["source_pretraining"]) if compute["source_pretraining"] else None,
+                    # "external": a public checkpoint whose cost xbench cannot know; "unused": no source weights.
+                    "source_pretraining_total": (sum_records(compute["source_pretraining"]) if compute["source_pretraining"]
+                                                 else "external" if uses_source else "unused"),
                     "wall_seconds_total": round(time.time() - started, 3)},
         "flags": {**flags, "transductive": sorted(flags["transductive"])},
         "config": rr.config,

@@ -12,7 +12,7 @@ from typing import Any
 from xbench import cache
 from xbench.errors import XbenchError
 
-CODE_VERSION = 2  # bump when the build procedure changes what a cached model contains
+CODE_VERSION = 3  # bump when the build procedure changes what a cached model contains
 
 TINY_MODELS: dict[str, dict[str, Any]] = {
     "xbench/tiny-en-bert": {

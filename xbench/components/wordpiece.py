@@ -1,31 +1,111 @@
 """Train a cased WordPiece tokenizer locally (the smoke profile's tokenizers).
 
-The trainer in tokenizers 0.23 is not deterministic from run to run (environment.md §2e): on
-real text it learns the same vocabulary *set* with different ids. WordPiece segmentation depends
-only on the set (greedy longest match), so ids are canonicalised (specials first, then sorted),
-which makes a fresh machine build the same tokenizer and, with a fixed seed, the same model.
-Callers still save tokenizer.json as the artefact.
+Why not `tokenizers.trainers.WordPieceTrainer`: in tokenizers 0.23 it breaks frequency ties by
+hash-map order, so the same text gives a different vocabulary now and then (measured here: 3 of
+12 runs on the English pool differed by one entry, `##IA` vs `CI`), and the ids differ on every
+run. A different vocabulary means a different tiny model on a fresh machine, and a regression
+check that fails for no reason. So xbench learns the vocabulary itself with the same BPE-style
+procedure (merge the most frequent adjacent pair; continuation pieces carry `##`) but breaks
+ties by the pair's strings, and assigns ids in a fixed order. Normalisation, pre-tokenisation,
+the WordPiece model and the post-processor all come from `tokenizers`.
 """
 from __future__ import annotations
 
+import heapq
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PREFIX = "##"
+
+
+def learn_vocabulary(word_counts: dict[str, int], size: int, *, min_frequency: int = 2) -> list[str]:
+    """Alphabet (first characters plain, later ones `##`-prefixed) plus merges until `size` entries.
+
+    Deterministic: words are visited in sorted order and the best pair is the one with the
+    highest count, then the smallest (left, right) strings.
+    """
+    words: list[list[str]] = []
+    counts: list[int] = []
+    for word, count in sorted(word_counts.items()):
+        words.append([word[0]] + [PREFIX + ch for ch in word[1:]])
+        counts.append(count)
+    vocab = sorted({s for syms in words for s in syms})
+    known = set(vocab)
+    pair_counts: dict[tuple[str, str], int] = defaultdict(int)
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, syms in enumerate(words):
+        for pair in zip(syms, syms[1:]):
+            pair_counts[pair] += counts[i]
+            where[pair].add(i)
+    heap = [(-c, pair) for pair, c in pair_counts.items()]
+    heapq.heapify(heap)
+    while len(vocab) < size and heap:
+        neg, pair = heapq.heappop(heap)
+        if pair_counts.get(pair, 0) != -neg:  # stale entry: the count changed since it was pushed
+            continue
+        if -neg < min_frequency:
+            break
+        left, right = pair
+        merged = left + right[len(PREFIX):]
+        if merged not in known:
+            known.add(merged)
+            vocab.append(merged)
+        changed: set[tuple[str, str]] = set()
+        for i in sorted(where.pop(pair, ())):
+            syms, cnt = words[i], counts[i]
+            out: list[str] = []
+            j = 0
+            while j < len(syms):
+                if j + 1 < len(syms) and syms[j] == left and syms[j + 1] == right:
+                    out.append(merged)
+                    j += 2
+                else:
+                    out.append(syms[j])
+                    j += 1
+            if len(out) == len(syms):
+                continue
+            for p in zip(syms, syms[1:]):
+                pair_counts[p] -= cnt
+                changed.add(p)
+            for p in zip(out, out[1:]):
+                pair_counts[p] += cnt
+                where[p].add(i)
+                changed.add(p)
+            words[i] = out
+        pair_counts.pop(pair, None)
+        for p in changed:
+            c = pair_counts.get(p, 0)
+            if c > 0:
+                heapq.heappush(heap, (-c, p))
+            else:
+                pair_counts.pop(p, None)
+    return vocab
+
+
+def _pipeline(lowercase: bool) -> Any:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    tok = Tokenizer(models.WordPiece(vocab={"[UNK]": 0}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None if lowercase else False,
+                                                clean_text=True, handle_chinese_chars=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tok
 
 
 def train_wordpiece(lines: Iterable[str], vocab_size: int, *, lowercase: bool = False) -> Any:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A `PreTrainedTokenizerFast` with a deterministic vocabulary of at most `vocab_size` entries."""
+    from tokenizers import decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=False if not lowercase else None,
-                                                clean_text=True, handle_chinese_chars=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, min_frequency=2)
-    tok.train_from_iterator(lines, trainer=trainer)
-    learned = tok.get_vocab()
-    ordered = SPECIALS + sorted(t for t in learned if t not in SPECIALS)
+    tok = _pipeline(lowercase)
+    counts: Counter[str] = Counter()
+    for line in lines:
+        normalised = tok.normalizer.normalize_str(line)
+        counts.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(normalised))
+    learned = learn_vocabulary(counts, vocab_size - len(SPECIALS))
+    ordered = SPECIALS + [t for t in learned if t not in SPECIALS]
     tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(ordered)}, unk_token="[UNK]",
                                  max_input_chars_per_word=100)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")

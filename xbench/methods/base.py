@@ -34,6 +34,7 @@ class Encoder:
     source_stages: list[dict[str, Any]] = field(default_factory=list)  # the source model's pretraining, if known
     provenance: dict[str, Any] = field(default_factory=dict)
     flags: dict[str, Any] = field(default_factory=dict)
+    uses_source_weights: bool = True  # False for scratch: the source's pretraining cost is not part of it
 
 
 class Method:

@@ -65,4 +65,4 @@ class ScratchMethod(Method):
         return Encoder(key=path.name, path=str(path), stages=manifest["stages"],
                        provenance={"architecture_of": src.name, "pool": manifest["pool"],
                                    "budget_tokens": manifest["budget_tokens"], "cache_entry": path.name},
-                       flags={"transductive": manifest["pool"].get("transductive", [])})
+                       flags={"transductive": manifest["pool"].get("transductive", [])}, uses_source_weights=False)

@@ -53,7 +53,7 @@ def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[
             if row.metric in s:
                 row.per_lang[lang].append(float(s[row.metric]))
         row.compute.append(r["compute"])
-        row.flags.update(r.get("flags", {}).get("transductive", []))
+        row.flags.update(f"transductive: {x}" for x in r.get("flags", {}).get("transductive", []))
         if r.get("flags", {}).get("data_setting") == "shared":
             row.flags.add("shared-data")
         row.task_version = r["task"]["version"]

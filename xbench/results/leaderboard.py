@@ -27,9 +27,12 @@ def _human(x: float) -> str:
 
 def _compute_cell(row: Row, part: str) -> str:
     totals = [c.get(f"{part}_total") for c in row.compute]
-    totals = [t for t in totals if t]
+    labels = {t for t in totals if isinstance(t, str)}
+    totals = [t for t in totals if isinstance(t, dict)]
     if not totals or not any(t["stages"] for t in totals):
-        return "external" if part == "source_pretraining" else "0"
+        if part == "source_pretraining":
+            return "–" if labels == {"unused"} else "external"
+        return "0"
     flops = statistics.fmean(t["flops_est"] for t in totals)
     tokens = statistics.fmean(t["tokens_seen"] for t in totals)
     wall = statistics.fmean(t["wall_seconds"] for t in totals)
@@ -97,8 +100,10 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
              "Cells are mean ± std over seeds (×100, one decimal); the best value of each column is bold. "
              "`Avg` is the macro average over the columns shown, `–` when a language is missing. "
              "`Δ vs scratch` compares `Avg` with the scratch baseline of the same table. "
-             "Compute is the mean per seed: estimated FLOPs (6 × non-embedding parameters × tokens), "
-             "training tokens and wall seconds.", ""]
+             "Compute is the mean per seed, summed over the row's encoders (a per-language method builds one "
+             "per language): estimated FLOPs (6 × non-embedding parameters × tokens), training tokens and "
+             "wall seconds. Source pretraining is the source model's own cost when xbench built it, "
+             "`external` for a public checkpoint, `–` when the row uses no source weights.", ""]
     footer_rows: list[Row] = []
     for t in tables:
         lines.append(f"## {t['protocol']} · profile {t['profile']} · model `{t['model']}` · metric {t['metric']}")
