@@ -35,6 +35,17 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _world() -> tuple[int, int]:
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def entry_path(kind: str, key: dict[str, Any]) -> Path:
     return cache_root() / kind / hash_json(key)[:16]
 
@@ -49,6 +60,11 @@ def get_or_build(kind: str, key: dict[str, Any], build: Callable[[Path, Path], d
     path = entry_path(kind, key)
     if (path / "entry.json").is_file():
         return path
+    world, rank = _world()
+    if world > 1:
+        # Under torchrun a build trains with DDP, so every rank must run it (a lock would deadlock
+        # the collectives); rank 0 publishes the entry, the others drop their copies.
+        return _build_distributed(kind, key, build, path, rank)
     with _locked(path.with_name(path.name + ".lock")):
         if (path / "entry.json").is_file():  # built by another process while we waited
             return path
@@ -62,6 +78,29 @@ def get_or_build(kind: str, key: dict[str, Any], build: Callable[[Path, Path], d
                                                    "build_seconds": round(time.time() - t0, 3),
                                                    "manifest": manifest})
         shutil.rmtree(work, ignore_errors=True)
+    return path
+
+
+def _build_distributed(kind: str, key: dict[str, Any], build: Callable[[Path, Path], dict[str, Any] | None],
+                       path: Path, rank: int) -> Path:
+    import tempfile
+
+    work = path.with_name(path.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    out = Path(tempfile.mkdtemp(prefix=f".{path.name}.rank{rank}.", dir=path.parent))
+    try:
+        manifest = build(out, work) or {}
+        if rank == 0:
+            atomic_write_json(out / "entry.json", {"kind": kind, "key": key, "key_hash": hash_json(key),
+                                                   "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                   "build_seconds": round(time.time() - t0, 3), "manifest": manifest})
+            os.replace(out, path)
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if rank != 0 or out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+    _barrier()
     return path
 
 

@@ -180,6 +180,8 @@ def run(req: RunRequest, console: Any = None) -> list[Path]:
         ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params, resume=req.resume)
         method = load_object(method_info.target)(ctx)
         result = _run_seed(rr, method, seed, out_root, console)
+        if not _is_main_process():  # every rank computed the same result; one writes it
+            continue
         pred_dir = path.with_suffix("").with_name(path.stem + ".predictions")
         for lang, records in result.pop("_predictions").items():
             atomic_write_text(pred_dir / f"{lang}.jsonl",
@@ -189,6 +191,12 @@ def run(req: RunRequest, console: Any = None) -> list[Path]:
         written.append(path)
         _say(console, f"[green]wrote[/green] {path}")
     return written
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _workdir(out_root: Path, rr: ResolvedRun, method: str, seed: int) -> Path:
