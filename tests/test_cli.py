@@ -77,3 +77,10 @@ def test_validate_and_list():
 def test_bad_param_syntax(tmp_path):
     _clean_error(xbench("run", "--method", "scratch", "--task", "xnli", "--langs", "de", "--param", "budget",
                         "--output-dir", str(tmp_path)), "--param expects key=value")
+
+
+def test_hub_model_offline_is_a_clear_error(tmp_path, data_root):
+    proc = xbench("run", "--method", "source", "--task", "xnli", "--langs", "de", "--model", "bert-base-cased",
+                  "--output-dir", str(tmp_path), env={"HF_HUB_OFFLINE": "1", "XBENCH_DATA": str(data_root)})
+    _clean_error(proc, "cannot load 'bert-base-cased'", "--model <local directory>")
+    assert not list(tmp_path.glob("**/seed-*.json"))

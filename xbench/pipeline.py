@@ -295,7 +295,9 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
 
     req, ft = rr.request, rr.finetune
     proto = rr.card.protocol(rr.protocol)
-    tokenizer = AutoTokenizer.from_pretrained(enc.path)
+    from xbench.components.source_models import load_pretrained
+
+    tokenizer = load_pretrained(AutoTokenizer, enc.path)
     train = task_type.load(group.train_lang, train_split, req.data_dir, for_eval=False)
     data_prov[f"{group.train_lang}/{train_split}"] = train.provenance.to_dict()
     feats = task_type.featurize(train, tokenizer, train=True)

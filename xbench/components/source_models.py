@@ -99,6 +99,21 @@ def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) ->
                        weights_sha256=sha256_file(path / "model.safetensors"), manifest=entry["manifest"])
 
 
+def load_pretrained(loader: Any, path: str, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(path)` with one clear message when neither a local copy nor the hub has it."""
+    from xbench.data.sources import hub_offline
+
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        where = "offline mode is on (HF_HUB_OFFLINE)" if hub_offline() else "the hub was not reachable"
+        raise XbenchError(
+            f"cannot load '{path}' with {getattr(loader, '__name__', loader)}: it is not a local model directory, it "
+            f"is not in the local Hugging Face cache, and {where}. Pass --model <local directory>, download it "
+            f"first (huggingface-cli download {path}), or use --profile smoke (xbench's own tiny models). "
+            f"({str(exc).splitlines()[0][:160]})") from None
+
+
 def resolve_source_model(name: str, data_dir: str | Path | None = None) -> SourceModel:
     """xbench/tiny-* names are built locally; anything else is a local path or a hub name."""
     if name in TINY_MODELS:

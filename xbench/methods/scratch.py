@@ -48,10 +48,10 @@ class ScratchMethod(Method):
             import torch
             from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
-            from xbench.components.source_models import pretrain_mlm
+            from xbench.components.source_models import load_pretrained, pretrain_mlm
 
-            tokenizer = AutoTokenizer.from_pretrained(src.path)
-            config = AutoConfig.from_pretrained(src.path)
+            tokenizer = load_pretrained(AutoTokenizer, src.path)
+            config = load_pretrained(AutoConfig, src.path)
             torch.manual_seed(self.params["pretrain_seed"])
             model = AutoModelForMaskedLM.from_config(config)  # random init, same architecture
             fit = pretrain_mlm(model, tokenizer, pool.lines, args, work / "run", name=f"scratch MLM {lang}",
