@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xbench.atomic import hash_json
 from xbench.data.sources import Provenance, data_root, local_file_record, no_data_message
 from xbench.data.squad import QAExample, read_squad
 from xbench.errors import ConfigError, DataFormatError, DataNotFoundError, XbenchError
@@ -138,25 +139,25 @@ class ExtractiveQA(TaskType):
 
     # ------------------------------------------------------------------ units and scoring setup
 
-    @property
-    def metrics(self) -> list[str]:
-        return list(self.card.raw.get("metrics", ["exact_match", "f1"]))
-
     def eval_units(self, langs: list[str]) -> list[str]:
         if self.question_langs is None:
             return list(langs)
         return [unit_name(c, q) for c in langs for q in self.question_langs]
 
     def averaged_units(self, units: list[str]) -> list[str]:
-        """Units in the average: without the card's `average_excludes`; G-XLT runs average the off-diagonal cells."""
+        """Units in the average: without the card's `average_excludes`; G-XLT runs average the off-diagonal cells.
+
+        A run of excluded languages only (xquad --langs ro) averages them, as there is nothing else;
+        the result's `averaged_over` says so.
+        """
         excluded = set(self.card.raw.get("average_excludes") or [])
-        kept = [u for u in units if parse_unit(u)[0] not in excluded and parse_unit(u)[1] not in excluded]
+        kept = [u for u in units if not excluded & set(parse_unit(u))]
         off_diagonal = [u for u in kept if parse_unit(u)[0] != parse_unit(u)[1]]
-        return off_diagonal or kept
+        return off_diagonal or kept or list(units)
 
     def scoring_info(self) -> dict[str, Any]:
         s = self.settings
-        info: dict[str, Any] = {
+        return {
             "metric": self.card.metric,
             "metrics": self.metrics,
             "scorer": "xbench.metrics.qa.score_qa",
@@ -171,7 +172,6 @@ class ExtractiveQA(TaskType):
                           if self.card.raw.get("average_excludes") else ""),
             "training_data": self.training_data,
         }
-        return info
 
     # ------------------------------------------------------------------ data
 
@@ -211,7 +211,10 @@ class ExtractiveQA(TaskType):
         from xbench.tasktypes.qa_features import prepare_eval_features, prepare_train_features
 
         settings = self._window_settings()
-        key = self.feature_key(split, tokenizer, train, **settings)
+        # The provenance names the file, not the questions taken from it: a Split cut down to a
+        # subset (tests, benchmarks) must not reuse the features of the whole file.
+        questions = hash_json([ex.id for ex in split.examples])
+        key = self.feature_key(split, tokenizer, train, questions=questions, **settings)
         if not train:
             return cached_features(key, lambda: prepare_eval_features(split.examples, tokenizer, **settings))
         features, stats = cached_features(key, lambda: prepare_train_features(split.examples, tokenizer, **settings))
