@@ -1,8 +1,9 @@
 """Monolingual text pools for pretraining stages (methods.md §2.3, §10.5).
 
 A pool is the deduplicated text of one language drawn from the data root. Every line whose
-normalised form occurs in an evaluation split (XNLI test and dev-heldout, UD test) is dropped,
-and the count is recorded: test sentences must never become pretraining text.
+normalised form occurs in an evaluation split (XNLI test and dev-heldout, UD test, the Tatoeba
+retrieval test lines) is dropped, and the count is recorded: test sentences must never become
+pretraining text.
 """
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from xbench.data.sources import data_root, file_hash
-from xbench.errors import DataNotFoundError
+from xbench.errors import ConfigError, DataFormatError, DataNotFoundError
 
 # Treebanks under ud/ with a train or dev file that may feed a pool (never test files).
 UD_TREEBANKS = {"en": "UD_English-EWT", "de": "UD_German-GSD", "zh": "UD_Chinese-GSDSimp", "ja": "UD_Japanese-GSD",
@@ -24,6 +25,11 @@ TATOEBA = {"ar": "ara", "bg": "bul", "zh": "cmn", "de": "deu", "el": "ell", "fr"
            "es": "spa", "sw": "swh", "th": "tha", "tr": "tur", "ur": "urd", "vi": "vie"}
 XNLI_DEV_TRAIN_ROWS = 2241  # premise groups 0..746; the rest of dev is held out (§2.2)
 TATOEBA_TRAIN_SHARE = 0.8   # the last 20% are the retrieval test set (§2.2)
+# Optional pool sources, off by default (§2.3): MLQA dev contexts and TyDiQA-GoldP train contexts.
+POOL_EXTRAS = ("mlqa", "tydiqa")
+# (extra, language) pairs whose text is training data in every protocol, so using it is not transductive:
+# the English TyDiQA train file. The ko and sw train files are the offline TyDiQA test sets (§11.4).
+TRAINING_ONLY_EXTRAS = {("tydiqa", "en")}
 
 
 def normalise(line: str) -> str:
@@ -77,10 +83,24 @@ def evaluation_texts(root: Path, lang: str) -> set[str]:
         for test_file in tb_dir.glob("*-ud-test.conllu*"):
             if test_file.name.split("_", 1)[0] == lang:
                 texts.update(normalise(x) for x in _conllu_text(test_file))
+    # Tatoeba retrieval test lines (§2.2): the xx side for xx, and for English the English side of
+    # every language file, since each file has English sentences of its own.
+    codes = list(TATOEBA.values()) if lang == "en" else [TATOEBA[lang]] if lang in TATOEBA else []
+    for code in codes:
+        side = root / "tatoeba" / f"tatoeba.{code}-eng.{'eng' if lang == 'en' else code}"
+        if side.is_file():
+            lines = side.read_text(encoding="utf-8").splitlines()
+            texts.update(normalise(x) for x in lines[int(len(lines) * TATOEBA_TRAIN_SHARE):])
     return texts
 
 
-def build_pool(lang: str, data_dir: str | Path | None = None, *, include_xquad: bool = True) -> TextPool:
+def build_pool(lang: str, data_dir: str | Path | None = None, *, include_xquad: bool = True,
+               extras: Sequence[str] = ()) -> TextPool:
+    """The `<lang>-mono` pool of §2.3: UD train (else dev) `# text` lines, the XNLI dev-train part,
+    XQuAD contexts and the first 80% of Tatoeba; `extras` adds optional sources (POOL_EXTRAS)."""
+    unknown = sorted(set(extras) - set(POOL_EXTRAS))
+    if unknown:
+        raise ConfigError(f"unknown pool extra(s) {', '.join(unknown)}; valid: {', '.join(POOL_EXTRAS)}")
     root = data_root(data_dir)
     if root is None:
         raise DataNotFoundError(f"building the '{lang}-mono' text pool needs local data: set XBENCH_DATA or --data-dir")
@@ -106,6 +126,11 @@ def build_pool(lang: str, data_dir: str | Path | None = None, *, include_xquad: 
         if tat.is_file():
             lines = tat.read_text(encoding="utf-8").splitlines()
             candidates.append(("tatoeba", tat, lines[: int(len(lines) * TATOEBA_TRAIN_SHARE)]))
+    for extra in sorted(set(extras)):
+        found = _extra_contexts(root, lang, extra)
+        candidates.extend((extra, path, lines) for path, lines in found)
+        if found and (extra, lang) not in TRAINING_ONLY_EXTRAS:
+            pool.transductive.append(extra)
     if not candidates:
         raise DataNotFoundError(f"no text for language '{lang}' under {root} (looked at ud/, xnli/dev, xquad/, tatoeba/)")
     banned = evaluation_texts(root, lang)
@@ -125,5 +150,104 @@ def build_pool(lang: str, data_dir: str | Path | None = None, *, include_xquad: 
                 seen.add(norm)
                 pool.lines.append(norm)
                 kept += 1
-        pool.sources[source] = kept
+        pool.sources[source] = pool.sources.get(source, 0) + kept
+    return pool
+
+
+def _squad_contexts(path: Path) -> list[str]:
+    with _open(path) as f:
+        data = json.load(f)
+    return [p["context"] for art in data["data"] for p in art["paragraphs"]]
+
+
+def _extra_contexts(root: Path, lang: str, extra: str) -> list[tuple[Path, list[str]]]:
+    if extra == "mlqa":
+        files = sorted((root / "mlqa" / "dev").glob(f"dev-context-{lang}-question-*.json*"))
+    else:
+        files = [p for p in [root / "tydiqa_goldp" / "train" / f"tydiqa.goldp.{lang}.train.json"] if p.is_file()]
+    return [(p, _squad_contexts(p)) for p in files]
+
+
+# --------------------------------------------------------------------------- parallel pairs (§3.3)
+
+
+@dataclass
+class ParallelPool:
+    """English–xx sentence pairs; `origins[i]` names the file(s) and line of pair i (data manifest)."""
+
+    lang: str
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (en, xx): English first whatever the file order
+    origins: list[str] = field(default_factory=list)
+    files: list[dict[str, str]] = field(default_factory=list)
+    sources: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=lambda: {"empty": 0, "duplicate": 0, "ratio": 0, "eval": 0})
+
+    def manifest(self) -> dict[str, Any]:
+        return {"lang": self.lang, "pairs": len(self.pairs), "files": self.files, "sources": self.sources,
+                "dropped": dict(self.dropped)}
+
+
+def build_parallel(lang: str, data_dir: str | Path | None = None, *, max_ratio: float = 3.0) -> ParallelPool:
+    """The `en-<lang>-par` pool of §2.3: Tatoeba lines of the training part (first 80%) and the XNLI
+    dev-train part line-aligned with English (premises once per 3-line group, every hypothesis).
+
+    Filters (§3.3): empty sides, exact duplicate pairs, a word-length ratio above `max_ratio`
+    (words by the §2.4 pre-tokeniser, so that Chinese is counted in characters), and any pair with a
+    side in an evaluation split of its language. Cutting sides to a subword length is left to the
+    stage that tokenises them.
+    """
+    from xbench.components.pretokenize import words
+
+    if lang == "en":
+        raise ConfigError("parallel pairs are English–xx; the target language cannot be English")
+    root = data_root(data_dir)
+    if root is None:
+        raise DataNotFoundError(f"building the 'en-{lang}-par' pool needs local data: set XBENCH_DATA or --data-dir")
+    pool = ParallelPool(lang)
+    candidates: list[tuple[str, list[Path], list[tuple[int, str, str]]]] = []
+    code = TATOEBA.get(lang)
+    if code:
+        xx_f, en_f = (root / "tatoeba" / f"tatoeba.{code}-eng.{side}" for side in (code, "eng"))
+        if xx_f.is_file() and en_f.is_file():
+            xx, en = xx_f.read_text(encoding="utf-8").splitlines(), en_f.read_text(encoding="utf-8").splitlines()
+            if len(xx) != len(en):
+                raise DataFormatError(xx_f, f"{len(xx)} lines, but its English side {en_f.name} has {len(en)}",
+                                      expected="line-aligned files of equal length")
+            n = int(len(xx) * TATOEBA_TRAIN_SHARE)
+            candidates.append(("tatoeba", [xx_f, en_f], [(i, en[i], xx[i]) for i in range(n)]))
+    xx_f, en_f = root / "xnli" / "dev" / f"{lang}.tsv", root / "xnli" / "dev" / "en.tsv"
+    if xx_f.is_file() and en_f.is_file():
+        rows_xx = [r.rstrip("\n").split("\t") for r in xx_f.read_text(encoding="utf-8").splitlines()][:XNLI_DEV_TRAIN_ROWS]
+        rows_en = [r.rstrip("\n").split("\t") for r in en_f.read_text(encoding="utf-8").splitlines()][:XNLI_DEV_TRAIN_ROWS]
+        triples = []
+        for i, (a, b) in enumerate(zip(rows_en, rows_xx)):
+            if i % 3 == 0:  # every 3 consecutive lines share a premise (§2.1)
+                triples.append((i, a[0], b[0]))
+            triples.append((i, a[1], b[1]))
+        candidates.append(("xnli-dev-train", [xx_f, en_f], triples))
+    if not candidates:
+        raise DataNotFoundError(f"no parallel text for en–{lang} under {root} (looked at tatoeba/ and xnli/dev)")
+    banned_en, banned_xx = evaluation_texts(root, "en"), evaluation_texts(root, lang)
+    seen: set[tuple[str, str]] = set()
+    for source, files, triples in candidates:
+        pool.files.extend({"path": str(p.relative_to(root)), "sha256": file_hash(p)} for p in files)
+        kept = 0
+        for line, en_text, xx_text in triples:
+            en_n, xx_n = normalise(en_text), normalise(xx_text)
+            if not en_n or not xx_n:
+                pool.dropped["empty"] += 1
+            elif en_n in banned_en or xx_n in banned_xx:
+                pool.dropped["eval"] += 1
+            elif (en_n, xx_n) in seen:
+                pool.dropped["duplicate"] += 1
+            else:
+                a, b = len(words(en_n)), len(words(xx_n))
+                if max(a, b) > max_ratio * max(1, min(a, b)):
+                    pool.dropped["ratio"] += 1
+                    continue
+                seen.add((en_n, xx_n))
+                pool.pairs.append((en_n, xx_n))
+                pool.origins.append(f"{files[0].relative_to(root)}:{line + 1}")
+                kept += 1
+        pool.sources[source] = pool.sources.get(source, 0) + kept
     return pool
