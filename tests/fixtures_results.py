@@ -8,15 +8,17 @@ from xbench.results.schema import SCHEMA_VERSION, result_path
 
 
 def write_result(root: Path, method: str, kind: str, seed: int, scores: dict[str, float], *, task: str = "xnli",
-                 flops: float = 0.0, tokens: int = 0, model: str = "xbench/tiny-en-bert") -> Path:
+                 flops: float = 0.0, tokens: int = 0, model: str = "xbench/tiny-en-bert",
+                 compared_with: str | None = None, report: dict | None = None, variant: str = "") -> Path:
     langs = list(scores)
     data = {
         "schema_version": SCHEMA_VERSION, "xbench_version": "0.1.0", "run_id": f"{method}-{seed}",
         "task": {"name": task, "version": 1, "type": "sentence-pair-classification", "metric": "accuracy",
                  "data_hash": "abc123def4567890"},
-        "method": {"name": method, "kind": kind, "params": {}},
+        "method": {"name": method, "kind": kind, "params": {},
+                   **({} if compared_with is None else {"compared_with": compared_with})},
         "model": {"name": model},
-        "run": {"protocol": "zero-shot", "profile": "smoke", "seed": seed},
+        "run": {"protocol": "zero-shot", "variant": variant, "profile": "smoke", "seed": seed},
         "scores": {"metric": "accuracy", "metrics": ["accuracy"],
                    "per_language": {k: {"accuracy": v, "n": 100} for k, v in scores.items()},
                    "average": sum(scores.values()) / len(scores), "languages": langs, "missing_languages": []},
@@ -27,7 +29,9 @@ def write_result(root: Path, method: str, kind: str, seed: int, scores: dict[str
         "config_hash": "0" * 64,
         "environment": {"git": {"commit": "1234567890abcdef", "dirty": False}},
     }
-    path = result_path(root, task, "zero-shot", "smoke", method, model, seed)
+    if report is not None:
+        data["report"] = report
+    path = result_path(root, task, "zero-shot", "smoke", method, model, seed, variant=variant)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return path

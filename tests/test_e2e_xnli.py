@@ -20,7 +20,7 @@ def test_source_and_scratch_runs_results_and_leaderboard(data_root, tmp_path):
     assert src.returncode == 0, src.stderr[-3000:]
     path = out / "xnli" / "zero-shot" / "smoke" / "source" / "xbench--tiny-en-bert" / "seed-1.json"
     r = json.loads(path.read_text())
-    assert r["schema_version"] == 1 and r["task"]["version"] == 1 and r["run"]["seed"] == 1
+    assert r["schema_version"] == 2 and r["method"]["compared_with"] == "" and r["task"]["version"] == 1 and r["run"]["seed"] == 1
     assert set(r["scores"]["per_language"]) == {"de", "zh"}
     for lang in ("de", "zh"):
         s = r["scores"]["per_language"][lang]

@@ -43,3 +43,61 @@ def test_rich_tables_render(tmp_path):
     for t in rich_tables(build_tables(iter_results(tmp_path), ["de"])):
         console.print(t)
     assert "50.0 ± 0.0" in console.export_text()
+
+
+def _row(md: str, name: str) -> list[str]:
+    return [c.strip() for c in _lines(md, f"| {name} |").split("|")[1:-1]]
+
+
+def test_gain_is_measured_against_the_matched_baseline(tmp_path):
+    write_result(tmp_path, "clp", "transfer", 1, {"de": 0.45}, compared_with="scratch-clp")
+    write_result(tmp_path, "scratch-clp", "baseline", 1, {"de": 0.40})
+    write_result(tmp_path, "scratch", "baseline", 1, {"de": 0.30})
+    write_result(tmp_path, "meta", "transfer", 1, {"de": 0.38}, compared_with="meta-single")  # baseline absent
+    write_result(tmp_path, "old", "transfer", 1, {"de": 0.35})  # schema 1: no compared_with, plain scratch
+    md = render_markdown("xnli", build_tables(iter_results(tmp_path), ["de"]), card_version=1)
+    assert _row(md, "clp")[3] == "+5.0 vs scratch-clp"
+    assert _row(md, "meta")[3] == "–"
+    assert _row(md, "old")[3] == "+5.0"
+    assert _row(md, "scratch-clp (baseline)")[3] == "–"
+
+
+def test_gxlt_cells_form_a_context_by_question_matrix(tmp_path):
+    write_result(tmp_path, "source", "baseline", 1,
+                 {"de": 0.50, "en": 0.70, "c=de,q=en": 0.40, "c=en,q=de": 0.30}, task="mlqa")
+    write_result(tmp_path, "source", "baseline", 2,
+                 {"de": 0.52, "en": 0.70, "c=de,q=en": 0.42, "c=en,q=de": 0.32}, task="mlqa")
+    md = render_markdown("mlqa", build_tables(iter_results(tmp_path), ["en", "de"]), card_version=1)
+    header = _lines(md, "| Method").split("|")
+    assert [c.strip() for c in header[2:5]] == ["en", "de", "Avg"]  # XLT columns only
+    assert "c=de,q=en" not in _lines(md, "| Method")
+    assert "G-XLT mean (off-diagonal): 36.0 ± 1.4" in md  # per seed (40+30)/2, (42+32)/2
+    assert _lines(md, "| context").split("|")[2:4] == [" de ", " en "]
+    assert _row(md, "de") == ["de", "51.0 ± 1.4", "41.0 ± 1.4"]
+    assert _row(md, "en") == ["en", "31.0 ± 1.4", "70.0 ± 0.0"]
+
+
+def test_transfer_report_table(tmp_path):
+    for seed, (en, gap, ret) in zip([1, 2], [(0.50, 0.10, 0.20), (0.54, 0.12, 0.30)]):
+        report = {"english": en, "target_mean": en - gap, "transfer_gap": gap,
+                  "retrieval": {"de": {"xx_to_en": ret, "en_to_xx": ret, "mean": ret}}}
+        write_result(tmp_path, "meta", "transfer", seed, {"de": en - gap}, compared_with="meta-single", report=report)
+    md = render_markdown("xnli", build_tables(iter_results(tmp_path), ["de"]), card_version=1)
+    report_part = md[md.index("Transfer report"):]
+    assert _row(report_part, "meta") == ["meta", "52.0 ± 2.8", "41.0 ± 1.4", "11.0 ± 1.4", "25.0 ± 7.1"]
+
+
+def test_task_option_variants_are_separate_results_and_tables(tmp_path):
+    plain = write_result(tmp_path, "source", "baseline", 1, {"de": 0.50}, task="ud")
+    pud = write_result(tmp_path, "source", "baseline", 1, {"de_pud": 0.40}, task="ud", variant="treebank=pud")
+    assert plain != pud and pud.parts[-5] == "zero-shot+treebank=pud"
+    tables = build_tables(iter_results(tmp_path), ["de"])
+    assert sorted(t["protocol"] for t in tables) == ["zero-shot", "zero-shot (treebank=pud)"]
+    assert all(len(b["row"].seeds) == 1 for t in tables for b in t["body"])  # never counted as two seeds
+
+
+def test_card_average_excludes_a_later_language(tmp_path):
+    write_result(tmp_path, "source", "baseline", 1, {"de": 0.40, "zh": 0.20, "ro": 0.90}, task="xquad")
+    md = render_markdown("xquad", build_tables(iter_results(tmp_path), ["de", "zh", "ro"], ("ro",)), card_version=1)
+    assert "Avg (without ro)" in _lines(md, "| Method")
+    assert _row(md, "source (baseline)")[4] == "**30.0 ± 0.0**"

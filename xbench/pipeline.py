@@ -54,6 +54,7 @@ class ResolvedRun:
     finetune: dict[str, Any]
     config: dict[str, Any]
     config_hash: str
+    variant: str = ""  # task options that change what is evaluated ("treebank=pud"); part of the result identity
 
 
 def resolve(req: RunRequest) -> ResolvedRun:
@@ -106,7 +107,21 @@ def resolve(req: RunRequest) -> ResolvedRun:
         "protocol": protocol, "profile": profile, "model": model, "finetune": finetune,
         "overrides": dict(sorted(req.overrides.items())),
     }
-    return ResolvedRun(req, card, protocol, profile, model, list(seeds), finetune, config, hash_json(config))
+    return ResolvedRun(req, card, protocol, profile, model, list(seeds), finetune, config, hash_json(config),
+                       variant=options_variant(req.options))
+
+
+def options_variant(options: dict[str, Any]) -> str:
+    """A stable name for a run's task options: `question_langs=de,en;treebank=pud` ("" for none).
+
+    Runs that differ in it evaluate different things (G-XLT cells, PUD test sets), so it is part of
+    the result path and of the leaderboard row, and an XLT run never counts as a seed of a G-XLT run.
+    """
+    parts = []
+    for key, value in sorted(options.items()):
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        parts.append(f"{key}={text}")
+    return ";".join(parts)
 
 
 def apply_overrides(profile: dict[str, Any], overrides: dict[str, str],
@@ -158,7 +173,8 @@ def run(req: RunRequest, console: Any = None) -> list[Path]:
     rr = resolve(req)
     method_info = get_method(req.method)
     out_root = Path(req.output_dir)
-    targets = {seed: result_path(out_root, rr.card.name, rr.protocol, rr.profile["name"], req.method, rr.model, seed)
+    targets = {seed: result_path(out_root, rr.card.name, rr.protocol, rr.profile["name"], req.method, rr.model, seed,
+                                 variant=rr.variant)
                for seed in rr.seeds}
     clashes = [p for p in targets.values() if p.exists()]
     if clashes and not (req.overwrite or req.resume):
@@ -177,9 +193,13 @@ def run(req: RunRequest, console: Any = None) -> list[Path]:
             _say(console, f"[dim]seed {seed}: {path} exists, skipping (--resume)[/dim]")
             written.append(path)
             continue
-        ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params, resume=req.resume)
+        ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params, resume=req.resume,
+                         langs=list(req.langs))
         method = load_object(method_info.target)(ctx)
         result = _run_seed(rr, method, seed, out_root, console)
+        report = method.extra_report(result)
+        if report is not None:
+            result["report"] = report
         if not _is_main_process():  # every rank computed the same result; one writes it
             continue
         pred_dir = path.with_suffix("").with_name(path.stem + ".predictions")
@@ -200,7 +220,8 @@ def _is_main_process() -> bool:
 
 
 def _workdir(out_root: Path, rr: ResolvedRun, method: str, seed: int) -> Path:
-    return out_root / ".work" / rr.card.name / rr.protocol / rr.profile["name"] / method / f"seed-{seed}-{rr.config_hash[:8]}"
+    return (out_root / ".work" / rr.card.name / rr.protocol / rr.profile["name"] / method
+            / f"seed-{seed}-{rr.config_hash[:8]}")
 
 
 def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: Any) -> dict[str, Any]:
@@ -233,6 +254,7 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
             if enc.uses_source_weights and not compute["source_pretraining"]:
                 compute["source_pretraining"] = enc.source_stages
         flags["transductive"].update(enc.flags.get("transductive", []))
+        flags.update({k: v for k, v in enc.flags.items() if k != "transductive"})
         _say(console, f"[bold]seed {seed}[/bold] · encoder {enc.key[:24]} · fine-tune on {group.train_lang}/{train_split}"
                       f" · eval {','.join(group.eval_langs)}/{eval_split}")
         model, tokenizer, fit = _finetune(rr, task_type, enc, group, train_split, select_split, seed,
@@ -261,10 +283,11 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "task": {"name": card.name, "version": card.version, "type": card.task_type, "metric": metric,
                  "card_sha256": rr.config["task"]["card_sha256"], "data_hash": hash_json(data_prov), "data": data_prov},
-        "method": {"name": req.method, "kind": method.kind, "params": method.params},
+        "method": {"name": req.method, "kind": method.kind, "params": method.params,
+                   "compared_with": method.compared_with or ("scratch" if method.kind == "transfer" else "")},
         "model": {"name": rr.model, "encoders": list(encoders.values()),
                   "parameters": compute["finetune"][0]["params"] if compute["finetune"] else {}},
-        "run": {"protocol": rr.protocol, "profile": rr.profile["name"], "seed": seed,
+        "run": {"protocol": rr.protocol, "variant": rr.variant, "profile": rr.profile["name"], "seed": seed,
                 "train_langs": sorted({g.train_lang for g in groups}), "train_split": train_split,
                 "select_split": select_split, "eval_langs": langs, "eval_split": eval_split},
         "scores": {"metric": metric, "metrics": task_type.metrics, "per_language": scores, "average": average,

@@ -22,6 +22,7 @@ class RunContext:
     data_dir: str | Path | None
     params: dict[str, Any]
     resume: bool = False
+    langs: list[str] = field(default_factory=list)  # the run's target languages (a shared encoder may need them)
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Method:
     name: str = ""
     kind: str = "transfer"      # or "baseline"
     scope: str = "shared"       # "shared": one encoder for every language; "per-language": one each
+    # The baseline whose row this method's gain is measured against: the matched scratch run (§10.1).
+    compared_with: str = ""
     defaults: dict[str, Any] = {}
 
     def __init__(self, ctx: RunContext) -> None:
@@ -60,3 +63,7 @@ class Method:
 
     def build_encoder(self, lang: str | None) -> Encoder:
         raise NotImplementedError
+
+    def extra_report(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """Method-specific quantities derived from a finished result (stored under `report`)."""
+        return None

@@ -6,6 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from xbench.results.schema import protocol_label
+
 RowKey = tuple[str, str, str, str, str]  # task, protocol, profile, method, model
 
 
@@ -22,6 +24,8 @@ class Row:
     data_hashes: set[str] = field(default_factory=set)
     commits: set[str] = field(default_factory=set)
     xbench_versions: set[str] = field(default_factory=set)
+    compared_with: str = ""
+    reports: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def method(self) -> str:
@@ -46,9 +50,13 @@ def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[
     """Rows for one metric (the primary one of each result by default)."""
     rows: dict[RowKey, Row] = {}
     for r in sorted(results, key=lambda r: r["run"]["seed"]):
-        key = (r["task"]["name"], r["run"]["protocol"], r["run"]["profile"], r["method"]["name"], r["model"]["name"])
+        key = (r["task"]["name"], protocol_label(r), r["run"]["profile"], r["method"]["name"], r["model"]["name"])
         row = rows.setdefault(key, Row(key, r["method"].get("kind", "transfer"), metric or r["scores"]["metric"]))
         row.seeds.append(r["run"]["seed"])
+        # Schema 1 predates compared_with: a transfer method was compared with plain scratch.
+        row.compared_with = r["method"].get("compared_with", "scratch" if row.kind == "transfer" else "")
+        if r.get("report"):
+            row.reports.append(r["report"])
         for lang, s in r["scores"]["per_language"].items():
             if row.metric in s:
                 row.per_lang[lang].append(float(s[row.metric]))
@@ -56,6 +64,8 @@ def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[
         row.flags.update(f"transductive: {x}" for x in r.get("flags", {}).get("transductive", []))
         if r.get("flags", {}).get("data_setting") == "shared":
             row.flags.add("shared-data")
+        if r.get("flags", {}).get("xbench_reconstruction"):
+            row.flags.add("xbench reconstruction")
         row.task_version = r["task"]["version"]
         row.data_hashes.add(r["task"].get("data_hash", ""))
         git = r["environment"].get("git", {})

@@ -43,8 +43,12 @@ def _order(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: (r.kind == "baseline", BASELINE_ORDER.get(r.method, -1), r.method))
 
 
-def build_tables(results: list[dict[str, Any]], lang_order: list[str]) -> list[dict[str, Any]]:
-    """One table per (task, protocol, profile, model, metric); rows are methods with baselines last."""
+def build_tables(results: list[dict[str, Any]], lang_order: list[str],
+                 average_excludes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One table per (task, protocol, profile, model, metric); rows are methods with baselines last.
+
+    `average_excludes`: languages shown but left out of `Avg` (the card's, e.g. XQuAD's later ro).
+    """
     metrics: list[str] = []
     for r in results:
         for m in r["scores"].get("metrics", [r["scores"]["metric"]]):
@@ -53,11 +57,22 @@ def build_tables(results: list[dict[str, Any]], lang_order: list[str]) -> list[d
     tables: list[dict[str, Any]] = []
     for metric in metrics:
         tables.extend(_tables_for_metric([r for r in results if metric in r["scores"].get("metrics", [r["scores"]["metric"]])],
-                                         lang_order, metric))
+                                         lang_order, metric, average_excludes))
     return tables
 
 
-def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], metric: str) -> list[dict[str, Any]]:
+def _matched_baseline(row: Row, grp: list[Row]) -> Row | None:
+    """The row a method's gain is measured against: its matched baseline (§10.1), else plain scratch."""
+    if row.kind == "baseline":
+        return None
+    by_name = {r.method: r for r in grp}
+    return by_name.get(row.compared_with or "scratch")
+
+
+def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], metric: str,
+                       average_excludes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    from xbench.tasktypes.extractive_qa import parse_unit
+
     rows = aggregate(results, metric)
     groups: dict[tuple[str, str, str, str], list[Row]] = {}
     for key, row in rows.items():
@@ -65,28 +80,46 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
         groups.setdefault((task, protocol, profile, model), []).append(row)
     tables = []
     for (task, protocol, profile, model), grp in sorted(groups.items()):
-        langs = [lang for lang in lang_order if any(lang in r.per_lang for r in grp)]
-        langs += sorted({u for r in grp for u in r.per_lang} - set(langs))  # e.g. MLQA G-XLT cells
+        units = {u for r in grp for u in r.per_lang}
+        # MLQA G-XLT cells ("c=de,q=en") go to a context x question matrix; the columns are languages.
+        cells = sorted(u for u in units if parse_unit(u)[0] != parse_unit(u)[1])
+        langs = [lang for lang in lang_order if lang in units]
+        langs += sorted(units - set(langs) - set(cells))
+        averaged = [lang for lang in langs if lang not in average_excludes]
         ordered = _order(grp)
-        scratch = next((r for r in grp if r.method == "scratch"), None)
         body = []
         for r in ordered:
-            cells = {lang: r.stats(lang) for lang in langs}
-            avg = r.average(langs)
-            delta = None
-            if scratch is not None and r is not scratch and avg is not None:
-                s_avg = scratch.average(langs)
-                delta = None if s_avg is None else avg[0] - s_avg[0]
-            body.append({"row": r, "cells": cells, "avg": avg, "delta": delta})
+            stats = {lang: r.stats(lang) for lang in langs}
+            avg = r.average(averaged)
+            delta, base = None, _matched_baseline(r, grp)
+            if base is not None and avg is not None:
+                b_avg = base.average(averaged)
+                delta = None if b_avg is None else avg[0] - b_avg[0]
+            body.append({"row": r, "cells": stats, "avg": avg, "delta": delta,
+                         "delta_vs": base.method if base is not None else None})
         best: dict[str, float] = {}
         for col in [*langs, "Avg"]:
             vals = [(b["avg"] if col == "Avg" else b["cells"][col]) for b in body]
             vals = [v[0] for v in vals if v is not None]
             if vals:
                 best[col] = max(vals)
+        matrices = [_gxlt_matrix(r, cells, parse_unit) for r in ordered if any(c in r.per_lang for c in cells)]
         tables.append({"task": task, "protocol": protocol, "profile": profile, "model": model, "langs": langs,
-                       "body": body, "best": best, "metric": metric})
+                       "avg_label": "Avg" + (f" (without {', '.join(x for x in langs if x not in averaged)})"
+                                             if len(averaged) < len(langs) else ""),
+                       "body": body, "best": best, "metric": metric, "matrices": matrices,
+                       "reports": [(r, r.reports) for r in ordered if r.reports]})
     return tables
+
+
+def _gxlt_matrix(row: Row, cells: list[str], parse_unit: Any) -> dict[str, Any]:
+    """Context x question grid of one row: off-diagonal cells from G-XLT units, the diagonal from XLT."""
+    contexts = sorted({parse_unit(c)[0] for c in cells if c in row.per_lang})
+    questions = sorted({parse_unit(c)[1] for c in cells if c in row.per_lang})
+    langs = sorted(set(contexts) | set(questions))
+    grid = {(c, q): row.stats(c if c == q else f"c={c},q={q}") for c in contexts for q in langs}
+    off = [f"c={c},q={q}" for c in contexts for q in langs if c != q and f"c={c},q={q}" in row.per_lang]
+    return {"row": row, "contexts": contexts, "questions": langs, "grid": grid, "gxlt_mean": row.average(off)}
 
 
 def _cell(stat: tuple[float, float, int] | None, best: float | None) -> str:
@@ -99,7 +132,9 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
              "Generated by `xbench leaderboard` from result files alone; do not edit by hand.", "",
              "Cells are mean ± std over seeds (×100, one decimal); the best value of each column is bold. "
              "`Avg` is the macro average over the columns shown, `–` when a language is missing. "
-             "`Δ vs scratch` compares `Avg` with the scratch baseline of the same table. "
+             "`Δ vs scratch` compares `Avg` with the method's matched scratch baseline in the same table "
+             "(named when it is not plain `scratch`: `scratch-clp` has CLP's tokenizer, data and tokens, "
+             "`meta-single` is meta-pretraining's single-phase run). "
              "Compute is the mean per seed, summed over the row's encoders (a per-language method builds one "
              "per language): estimated FLOPs (6 × non-embedding parameters × tokens), training tokens and "
              "wall seconds. Source pretraining is the source model's own cost when xbench built it, "
@@ -108,19 +143,23 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
     for t in tables:
         lines.append(f"## {t['protocol']} · profile {t['profile']} · model `{t['model']}` · metric {t['metric']}")
         lines.append("")
-        head = ["Method", *t["langs"], "Avg", "Δ vs scratch", "Transfer compute", "Source pretraining", "Seeds", "Flags"]
+        head = ["Method", *t["langs"], t["avg_label"], "Δ vs scratch", "Transfer compute", "Source pretraining", "Seeds", "Flags"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(t["langs"]) + 2) + ["---"] * 4) + "|")
         for b in t["body"]:
             r: Row = b["row"]
             footer_rows.append(r)
             name = f"{r.method} (baseline)" if r.kind == "baseline" else r.method
-            delta = "–" if b["delta"] is None else f"{100 * b['delta']:+.1f}"
+            delta = _delta(b)
             cells = [_cell(b["cells"][lang], t["best"].get(lang)) for lang in t["langs"]]
             lines.append("| " + " | ".join([name, *cells, _cell(b["avg"], t["best"].get("Avg")), delta,
                                              _compute_cell(r, "transfer"), _compute_cell(r, "source_pretraining"),
                                              ",".join(map(str, r.seeds)), ", ".join(sorted(r.flags)) or ""]) + " |")
         lines.append("")
+        for m in t["matrices"]:
+            lines += _matrix_markdown(m)
+        if t["reports"]:
+            lines += _reports_markdown(t["reports"])
     versions = sorted({v for r in footer_rows for v in r.xbench_versions})
     commits = sorted({c for r in footer_rows for c in r.commits})
     hashes = sorted({h[:12] for r in footer_rows for h in r.data_hashes if h})
@@ -130,13 +169,57 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
     return "\n".join(lines)
 
 
+def _delta(b: dict[str, Any]) -> str:
+    if b["delta"] is None:
+        return "–"
+    vs = "" if b["delta_vs"] == "scratch" else f" vs {b['delta_vs']}"
+    return f"{100 * b['delta']:+.1f}{vs}"
+
+
+def _matrix_markdown(m: dict[str, Any]) -> list[str]:
+    r: Row = m["row"]
+    lines = [f"G-XLT matrix of `{r.method}`: rows are context languages, columns question languages; the "
+             f"diagonal is XLT. G-XLT mean (off-diagonal): {_fmt(m['gxlt_mean'])}.", "",
+             "| context \\ question | " + " | ".join(m["questions"]) + " |",
+             "|---|" + "---:|" * len(m["questions"])]
+    for c in m["contexts"]:
+        lines.append(f"| {c} | " + " | ".join(_fmt(m["grid"][(c, q)]) for q in m["questions"]) + " |")
+    return lines + [""]
+
+
+REPORT_FIELDS = (("english", "English (selection split)"), ("target_mean", "target mean"),
+                 ("transfer_gap", "transfer gap"))
+
+
+def _mean_std(vals: list[float]) -> tuple[float, float, int] | None:
+    if not vals:
+        return None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+
+
+def _reports_markdown(reports: list[tuple[Row, list[dict[str, Any]]]]) -> list[str]:
+    """The three quantities of methods.md §6.2 step 6, for rows whose results carry a transfer report."""
+    langs = sorted({lang for _, reps in reports for rep in reps for lang in rep.get("retrieval", {})})
+    head = ["Method", *[label for _, label in REPORT_FIELDS], *[f"retrieval {lang}" for lang in langs]]
+    lines = ["Transfer report (methods.md §6.2): generalisation (English score of the kept checkpoint), "
+             "zero-shot target mean, transfer gap = English − target mean, and Tatoeba retrieval accuracy "
+             "(mean of xx→en and en→xx, mean-pooled middle layer, cosine).", "",
+             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r, reps in reports:
+        cells = [_fmt(_mean_std([rep[k] for rep in reps if rep.get(k) is not None])) for k, _ in REPORT_FIELDS]
+        cells += [_fmt(_mean_std([rep["retrieval"][lang]["mean"] for rep in reps if lang in rep.get("retrieval", {})]))
+                  for lang in langs]
+        lines.append(f"| {r.method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def rich_tables(tables: list[dict[str, Any]]) -> list[Any]:
     from rich.table import Table
 
     out = []
     for t in tables:
         table = Table(title=f"{t['task']} · {t['protocol']} · {t['profile']} · {t['model']} ({t['metric']} ×100)")
-        for col in ["Method", *t["langs"], "Avg", "Δ vs scratch", "Transfer compute"]:
+        for col in ["Method", *t["langs"], t["avg_label"], "Δ vs scratch", "Transfer compute"]:
             table.add_column(col, justify="left" if col in ("Method", "Transfer compute") else "right")
         for b in t["body"]:
             r = b["row"]
@@ -146,7 +229,7 @@ def rich_tables(tables: list[dict[str, Any]]) -> list[Any]:
                 text = _fmt(stat)
                 best = t["best"].get(lang)
                 cells.append(f"[bold]{text}[/bold]" if stat and best is not None and abs(stat[0] - best) < 1e-12 else text)
-            delta = "–" if b["delta"] is None else f"{100 * b['delta']:+.1f}"
+            delta = _delta(b)
             table.add_row(r.method + (" (baseline)" if r.kind == "baseline" else ""), *cells, delta,
                           _compute_cell(r, "transfer"))
         out.append(table)
@@ -168,7 +251,7 @@ def write_leaderboards(results_dir: Path, out_dir: Path, task: str | None = None
     for name, rs in sorted(by_task.items()):
         card = cards.get(name)
         order = list(card.languages) if card else sorted({lang for r in rs for lang in r["scores"]["per_language"]})
-        tables = build_tables(rs, order)
+        tables = build_tables(rs, order, tuple(card.raw.get("average_excludes", ())) if card else ())
         path = Path(out_dir) / f"{name}.md"
         atomic_write_text(path, render_markdown(name, tables, card.version if card else None))
         written.append((path, tables))

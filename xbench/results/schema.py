@@ -5,6 +5,11 @@ reading every older version, MTEB style):
   1: first version. Top-level keys: schema_version, xbench_version, run_id, created, task, method,
      model, run, scores, selection, compute, flags, config, config_hash, environment.
      Scores are fractions in [0, 1]; leaderboards show them x100.
+  2: method.compared_with (the matched baseline a transfer method's gain is measured against) and
+     an optional top-level `report` (method-specific quantities, e.g. meta-pretraining's transfer
+     gap and retrieval accuracy), and run.variant (the task options that change what is evaluated,
+     e.g. "treebank=pud"; "" for none). Version-1 files read as compared_with "scratch" for
+     transfer methods, no report and no variant.
 The full field reference is in README.md ("Result files").
 """
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 from xbench.errors import DataFormatError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REQUIRED = ("schema_version", "task", "method", "model", "run", "scores", "compute", "config_hash", "environment")
 
 
@@ -24,8 +29,17 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "--", model.strip("/")) or "model"
 
 
-def result_path(root: Path, task: str, protocol: str, profile: str, method: str, model: str, seed: int) -> Path:
-    return Path(root) / task / protocol / profile / method / model_slug(model) / f"seed-{seed}.json"
+def result_path(root: Path, task: str, protocol: str, profile: str, method: str, model: str, seed: int,
+                variant: str = "") -> Path:
+    """`<task>/<protocol>[+<variant>]/<profile>/<method>/<model>/seed-<n>.json`."""
+    proto = f"{protocol}+{re.sub(r'[^A-Za-z0-9._,=;-]+', '-', variant)}" if variant else protocol
+    return Path(root) / task / proto / profile / method / model_slug(model) / f"seed-{seed}.json"
+
+
+def protocol_label(result: dict[str, Any]) -> str:
+    """The protocol a result is grouped under: the protocol, plus its task-option variant if any."""
+    run = result["run"]
+    return f"{run['protocol']} ({run['variant']})" if run.get("variant") else run["protocol"]
 
 
 def load_result(path: Path) -> dict[str, Any]:
