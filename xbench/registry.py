@@ -45,6 +45,18 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("scratch", "baseline",
                    "same architecture and tokenizer, random init, MLM on target text for the same token budget",
                    "xbench.methods.scratch:ScratchMethod"),
+        MethodInfo("clp", "transfer",
+                   "CLP-Transfer: source weights, target embeddings from overlap + helper similarities, continued LM",
+                   "xbench.methods.clp:ClpMethod", paper="arXiv 2301.09626"),
+        MethodInfo("scratch-clp", "baseline",
+                   "scratch matched to clp: its architecture, target tokenizer, target data and transfer tokens",
+                   "xbench.methods.clp:ClpScratchMethod"),
+        MethodInfo("meta", "transfer",
+                   "meta-pretraining (xbench reconstruction): English MLM, then multilingual MLM with a reset optimizer",
+                   "xbench.methods.meta:MetaMethod", paper="arXiv 2109.11129"),
+        MethodInfo("meta-single", "baseline",
+                   "meta's single-phase baseline: multilingual MLM only, same total steps, batch and sampler",
+                   "xbench.methods.meta:MetaSingleMethod"),
     ]
 }
 

@@ -319,11 +319,28 @@ def train_lm(model: torch.nn.Module, plan: Any, objective: Objective, tokenizer:
         after_optimizer_step=after_step, resume=resume)
     if role:
         fit.record.extra["role"] = role
+    fit.record.extra.update(loss_trend(fit.losses))
+    if not fit.record.extra["loss_decreased"]:
+        import warnings
+
+        warnings.warn(f"stage '{name}': the training loss did not go down (mean of the first tenth of steps "
+                      f"{fit.record.extra['loss_start']:.4f}, of the last tenth {fit.record.extra['loss_end']:.4f})",
+                      stacklevel=2)
     per_step = plan.tokens_per_batch
     curve = [] if start is None else [{"step": 0, "tokens": 0, **start}]
     curve += [{"step": e["step"], "tokens": e["step"] * per_step, "loss": e["loss"], "perplexity": e["perplexity"]}
               for e in fit.evals if "loss" in e]
     return LMRun(fit, curve)
+
+
+def loss_trend(losses: list[float]) -> dict[str, Any]:
+    """Mean loss over the first and the last tenth of the steps, and whether it went down (§6.9, §7.9:
+    smoke stages must show finite, decreasing losses; the runner already stops on a non-finite one)."""
+    if not losses:
+        return {"loss_start": None, "loss_end": None, "loss_decreased": False}
+    k = max(1, len(losses) // 10)
+    start, end = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    return {"loss_start": start, "loss_end": end, "loss_decreased": end < start}
 
 
 def init_model(config: Any, objective: Objective, seed: int) -> Any:

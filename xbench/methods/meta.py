@@ -1,0 +1,274 @@
+"""Cross-lingual language model meta-pretraining (methods.md §6; an xbench reconstruction: no public code)
+and its single-phase baseline, built by the same code.
+
+One shared WordPiece vocabulary is trained on every pool the run uses (English and the targets)
+before anything else (§6.2 step 1). `meta`: phase 1 is MLM on the English pool alone (the
+meta-pretraining phase), phase 2 starts from the exact phase-1 weights with a fresh optimizer and
+a restarted schedule and runs MLM on English ∪ targets with one α-smoothed language per batch.
+`meta-single`: the same architecture, tokenizer, batch, sampler and seeds, phase 2 only, for the
+total number of steps. Both are scoped to the run's target set: one encoder serves every target
+language of the run. Each encoder records Tatoeba retrieval accuracy on the retrieval test lines
+(§2.2), and `extra_report` turns a result into the three quantities of §6.2 step 6.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from xbench import cache
+from xbench.errors import ConfigError, XbenchError
+from xbench.methods.base import Encoder, Method
+
+CODE_VERSION = 1
+SOURCE_LANG = "en"
+
+
+class MetaMethod(Method):
+    name = "meta"
+    kind = "transfer"
+    scope = "shared"
+    compared_with = "meta-single"
+    variant = "meta"
+    defaults: dict[str, Any] = {
+        # §6.5 smoke column
+        "total_steps": 600, "phase1_share": 0.5, "phase1_lang": SOURCE_LANG, "alpha": 0.5, "vocab_size": 4000,
+        "layers": 2, "hidden": 64, "heads": 2, "ffn": 128, "max_positions": 512,
+        "lr": 5e-4, "warmup_steps": 30, "weight_decay": 0.01, "batch_size": 16, "seq_len": 64, "pretrain_seed": 0,
+    }
+
+    def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
+        p = super().resolve_params(given)
+        problems = []
+        if self.ctx.profile.get("name") != "smoke":
+            problems.append(f"method '{self.name}' implements the smoke profile only; the paper profile needs the "
+                            "data slots mono_en and mono_<lang> (methods.md §11.8), which xbench does not read yet")
+        for key in ("total_steps", "batch_size", "layers", "hidden", "heads", "ffn", "vocab_size"):
+            if p[key] < 1:
+                problems.append(f"{key} must be at least 1, got {p[key]}")
+        if p["seq_len"] < 8:
+            problems.append(f"seq_len must be at least 8, got {p['seq_len']}")
+        if p["heads"] >= 1 and p["hidden"] % p["heads"]:
+            problems.append(f"hidden ({p['hidden']}) must be a multiple of heads ({p['heads']})")
+        if not 0 <= p["phase1_share"] < 1:
+            problems.append(f"phase1_share must lie in [0, 1) (phase 2 needs steps), got {p['phase1_share']}")
+        if p["alpha"] < 0:
+            problems.append(f"alpha must be >= 0, got {p['alpha']}")
+        if p["phase1_lang"] not in self.languages():
+            problems.append(f"phase1_lang '{p['phase1_lang']}' is neither the source language nor a target of the run "
+                            f"({', '.join(self.languages())})")
+        if problems:
+            raise ConfigError(problems, source=f"method {self.name}")
+        return p
+
+    def languages(self) -> list[str]:
+        """English first, then the run's targets: the phase-2 corpus and the tokenizer's."""
+        return [SOURCE_LANG, *sorted(set(self.ctx.langs) - {SOURCE_LANG})]
+
+    def steps(self) -> tuple[int, int]:
+        """(N1, N2): phase-1 and phase-2 optimizer steps; the single phase runs N1 + N2."""
+        total = self.params["total_steps"]
+        n1 = round(total * self.params["phase1_share"])
+        return n1, total - n1
+
+    def lm_args(self, steps: int, seed: int) -> Any:
+        from xbench.components.lm_stages import LMArgs
+
+        p = self.params
+        return LMArgs(lr=p["lr"], batch_size=p["batch_size"], seq_len=p["seq_len"], max_steps=steps,
+                      warmup_steps=p["warmup_steps"], weight_decay=p["weight_decay"], seed=seed)
+
+    def arch(self) -> dict[str, int]:
+        p = self.params
+        return {k: p[k] for k in ("layers", "hidden", "heads", "ffn", "max_positions")}
+
+    def config(self, tokenizer: Any) -> Any:
+        from transformers import BertConfig
+
+        a = self.arch()
+        return BertConfig(vocab_size=len(tokenizer), num_hidden_layers=a["layers"], hidden_size=a["hidden"],
+                          num_attention_heads=a["heads"], intermediate_size=a["ffn"],
+                          max_position_embeddings=a["max_positions"], pad_token_id=tokenizer.pad_token_id,
+                          architectures=["BertForMaskedLM"])
+
+    # ------------------------------------------------------------------ stages
+
+    def pools(self) -> dict[str, Any]:
+        from xbench.components.pools import build_pool
+
+        return {lang: build_pool(lang, self.ctx.data_dir) for lang in self.languages()}
+
+    def _tokenizer(self, pools: dict[str, Any]) -> Path:
+        """§6.2 step 1: one WordPiece vocabulary over every pool, before phase 1 (shared by both variants)."""
+        key = {"stage": "meta-tokenizer", "code_version": CODE_VERSION, "vocab_size": self.params["vocab_size"],
+               "pools": [pools[lang].manifest() for lang in pools]}
+
+        def build(out: Path, work: Path) -> dict[str, Any]:
+            from xbench.components.wordpiece import train_wordpiece
+            from xbench.runner.compute import StageRecord
+
+            t0 = time.perf_counter()
+            tokenizer = train_wordpiece([x for lang in pools for x in pools[lang].lines], self.params["vocab_size"])
+            tokenizer.save_pretrained(out)
+            return {"stages": [StageRecord(name="meta shared tokenizer", kind="auxiliary",
+                                           wall_seconds=round(time.perf_counter() - t0, 3),
+                                           extra={"role": "tokenizer", "vocab_size": len(tokenizer),
+                                                  "languages": list(pools)}).to_dict()]}
+
+        return cache.get_or_build("stages", key, build)
+
+    def _phase1_key(self, tok_entry: Path, pools: dict[str, Any]) -> dict[str, Any]:
+        n1, _ = self.steps()
+        lang = self.params["phase1_lang"]
+        return {"stage": "meta-phase1", "code_version": CODE_VERSION, "tokenizer": tok_entry.name, "arch": self.arch(),
+                "args": vars(self.lm_args(n1, self.params["pretrain_seed"])), "lang": lang,
+                "pool": pools[lang].manifest()}
+
+    def _phase1(self, tok_entry: Path, pools: dict[str, Any]) -> Path:
+        """Phase 1 (meta-pretraining): MLM on one language, from a seeded random init; its own cache entry."""
+        n1, _ = self.steps()
+        lang = self.params["phase1_lang"]
+
+        def build(out: Path, work: Path) -> dict[str, Any]:
+            from transformers import AutoTokenizer
+
+            from xbench.components.lm_stages import blocks_by_language, init_model, state_sha256, train_lm
+
+            tokenizer = AutoTokenizer.from_pretrained(tok_entry)
+            args = self.lm_args(n1, self.params["pretrain_seed"])
+            model = init_model(self.config(tokenizer), "mlm", args.seed)
+            plan = blocks_by_language(tokenizer, {lang: pools[lang].lines}, "mlm", seq_len=args.seq_len,
+                                      batch_size=args.batch_size, alpha=self.params["alpha"], seed=args.seed)
+            run = train_lm(model, plan, "mlm", tokenizer, args, work / "run", name=f"meta phase 1 ({lang})",
+                           role="transfer")
+            run.fit.record.extra.update(phase=1, languages={lang: n1})
+            model.save_pretrained(out)
+            return {"stages": [run.fit.record.to_dict()], "final_state_sha256": state_sha256(model),
+                    "losses": run.fit.losses}
+
+        return cache.get_or_build("stages", self._phase1_key(tok_entry, pools), build)
+
+    def _encoder_key(self, variant: str, tok_entry: Path, pools: dict[str, Any]) -> dict[str, Any]:
+        key = {"method": "meta", "variant": variant, "code_version": CODE_VERSION, "langs": self.languages(),
+               "params": self.params, "profile": self.ctx.profile["name"], "tokenizer": tok_entry.name,
+               "pools": [pools[lang].manifest() for lang in pools]}
+        n1, _ = self.steps()
+        if variant == "meta" and n1:
+            key["phase1"] = cache.entry_path("stages", self._phase1_key(tok_entry, pools)).name
+        if variant == "single-phase":
+            key["matches"] = cache.entry_path("encoders", self._encoder_key("meta", tok_entry, pools)).name
+        return key
+
+    def build_encoder(self, lang: str | None) -> Encoder:
+        if lang is not None:
+            raise XbenchError(f"method '{self.name}' builds one encoder shared by all target languages")
+        pools = self.pools()
+        tok_entry = self._tokenizer(pools)
+        n1, n2 = self.steps()
+        variant = self.variant
+        phase1 = self._phase1(tok_entry, pools) if variant == "meta" and n1 else None
+        key = self._encoder_key(variant, tok_entry, pools)
+        p = self.params
+        seed = p["pretrain_seed"] + 1  # phase 2 and the single phase: same seed, same sampler draws
+
+        def build(out: Path, work: Path) -> dict[str, Any]:
+            from transformers import AutoTokenizer
+
+            from xbench.components.lm_stages import (
+                blocks_by_language,
+                init_model,
+                load_lm,
+                state_sha256,
+                train_lm,
+            )
+
+            tokenizer = AutoTokenizer.from_pretrained(tok_entry)
+            steps = n2 if variant == "meta" else n1 + n2
+            # Without phase 1 (single-phase, or a 0 share) training starts from the init phase 1 would have used.
+            model = load_lm(str(phase1), "mlm") if phase1 else init_model(self.config(tokenizer), "mlm",
+                                                                          p["pretrain_seed"])
+            start_sha = state_sha256(model)
+            args = self.lm_args(steps, seed)
+            plan = blocks_by_language(tokenizer, {lang: pools[lang].lines for lang in pools}, "mlm",
+                                      seq_len=args.seq_len, batch_size=args.batch_size, alpha=p["alpha"], seed=seed)
+            name = "meta phase 2" if variant == "meta" else "single phase"
+            # A new Runner builds a new optimizer and schedule: phase 2 starts at Adam step 1, warm-up step 0.
+            run = train_lm(model, plan, "mlm", tokenizer, args, work / "run", name=f"{name} ({'+'.join(pools)})",
+                           role="transfer")
+            run.fit.record.extra.update(sampling_probs=plan.probs, languages=plan.drawn(run.fit.record.optimizer_steps),
+                                        start_state_sha256=start_sha, **({"phase": 2} if variant == "meta" else {}))
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            return {"stages": [run.fit.record.to_dict()], "losses": run.fit.losses,
+                    "retrieval": retrieval_scores(model, tokenizer, [x for x in pools if x != SOURCE_LANG],
+                                                  self.ctx.data_dir),
+                    "pools": {lang: pools[lang].manifest() for lang in pools}}
+
+        path = cache.get_or_build("encoders", key, build)
+        manifest = cache.read_entry(path)["manifest"]
+        stages = cache.read_entry(tok_entry)["manifest"]["stages"]
+        if phase1 is not None:
+            stages = stages + cache.read_entry(phase1)["manifest"]["stages"]
+        transductive = sorted({t for m in manifest["pools"].values() for t in m.get("transductive", [])})
+        return Encoder(key=path.name, path=str(path), stages=[*stages, *manifest["stages"]],
+                       provenance={"variant": variant, "cache_entry": path.name, "languages": list(pools),
+                                   "tokenizer_entry": tok_entry.name, "phase1_entry": phase1.name if phase1 else None,
+                                   "matches": key.get("matches"), "architecture": self.arch(),
+                                   "pools": manifest["pools"], "retrieval": manifest["retrieval"],
+                                   "reconstruction": "xbench reconstruction (methods.md §6): no public code"},
+                       flags={"transductive": transductive, "xbench_reconstruction": True},
+                       uses_source_weights=False)
+
+    def extra_report(self, result: dict[str, Any]) -> dict[str, Any]:
+        return transfer_report(result)
+
+
+class MetaSingleMethod(MetaMethod):
+    """The single-phase baseline of §6.2 step 4: the same code without phase 1, N1 + N2 steps."""
+
+    name = "meta-single"
+    kind = "baseline"
+    compared_with = ""
+    variant = "single-phase"
+
+
+def retrieval_scores(model: Any, tokenizer: Any, langs: list[str], data_dir: str | Path | None) -> dict[str, Any]:
+    """Tatoeba retrieval accuracy (§3.10) on each language's retrieval test lines (the last 20%, §2.2)."""
+    from xbench.atomic import sha256_file
+    from xbench.components.pools import TATOEBA, TATOEBA_TRAIN_SHARE
+    from xbench.components.retrieval import retrieval_accuracy
+    from xbench.data.sources import data_root
+
+    root = data_root(data_dir)
+    out: dict[str, Any] = {}
+    for lang in langs:
+        code = TATOEBA.get(lang)
+        files = [root / "tatoeba" / f"tatoeba.{code}-eng.{side}" for side in (code, "eng")] if code and root else []
+        if not files or not all(f.is_file() for f in files):
+            continue
+        xx, en = (f.read_text(encoding="utf-8").splitlines() for f in files)
+        start = int(len(xx) * TATOEBA_TRAIN_SHARE)
+        scores = retrieval_accuracy(model, tokenizer, xx[start:], en[start:])
+        out[lang] = {**scores, "pairs": len(xx) - start, "lines": [start, len(xx) - 1],
+                     "files": [{"path": str(f.relative_to(root)), "sha256": sha256_file(f)} for f in files]}
+    return out
+
+
+def transfer_report(result: dict[str, Any]) -> dict[str, Any]:
+    """§6.2 step 6 from a result file: English score, zero-shot target scores, transfer gap, retrieval.
+
+    The English score is the model-selection score on the English selection split (XNLI en
+    dev-heldout in the shared-data zero-shot protocol), i.e. the score of the checkpoint kept.
+    """
+    metric = result["scores"]["metric"]
+    english = [s[metric] for s in result.get("selection", []) if s.get("train_lang") == SOURCE_LANG and metric in s]
+    targets = {lang: s[metric] for lang, s in result["scores"]["per_language"].items() if lang != SOURCE_LANG}
+    target_mean = sum(targets.values()) / len(targets) if targets else None
+    en_score = sum(english) / len(english) if english else None
+    retrieval = {}
+    for enc in result["model"]["encoders"]:
+        retrieval.update(enc.get("provenance", {}).get("retrieval", {}))
+    return {"metric": metric, "english": en_score, "english_split": result["run"].get("select_split"),
+            "targets": targets, "target_mean": target_mean,
+            "transfer_gap": en_score - target_mean if en_score is not None and target_mean is not None else None,
+            "retrieval": {lang: {k: r[k] for k in ("xx_to_en", "en_to_xx", "mean")} for lang, r in retrieval.items()}}
