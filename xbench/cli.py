@@ -278,6 +278,41 @@ def cache_rm(
     _console().print(f"removed {n} entr{'y' if n == 1 else 'ies'}")
 
 
+@app.command()
+def curves(
+    method: Annotated[str, typer.Option(help="Transfer method whose learning curves to draw (clp).")],
+    lang: Annotated[str, typer.Option(help="Target language, e.g. de.")],
+    model: Annotated[str, typer.Option(help="Causal source model (methods.md §7.9).")] = "xbench/tiny-en-gpt2",
+    output_dir: Annotated[Path, typer.Option(help="Where curves-<method>-<lang>.png and .json go (beside the leaderboards).")] = Path("leaderboards"),
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local data root; overrides XBENCH_DATA.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(help="Method parameter key=value (repeatable), e.g. steps=100.")] = None,
+) -> None:
+    """Held-out perplexity vs training tokens for the method, random init and source + random embeddings; steps saved."""
+    from rich.table import Table
+
+    from xbench.hfquiet import quiet_transformers
+    from xbench.results.curves import build_curves, describe_saved
+
+    quiet_transformers()
+    result = build_curves(method, lang, model=model, data_dir=str(data_dir) if data_dir else None,
+                          params=_parse_params(param or []), output_dir=output_dir)
+    data = result.data
+    steps = [p["step"] for p in next(iter(data["runs"].values()))["curve"]]
+    table = Table(title=f"{method} · {lang} · held-out perplexity by optimizer step ({data['source_model']})")
+    for col in ["run", *map(str, steps), "tokens", "steps saved"]:
+        table.add_column(col, justify="left" if col in ("run", "steps saved") else "right")
+    for variant, run in data["runs"].items():
+        ppl = {p["step"]: p["perplexity"] for p in run["curve"]}
+        saved = data["steps_saved"].get(variant)
+        table.add_row(variant, *["overflow" if ppl.get(s) is None else f"{ppl[s]:.1f}" for s in steps],
+                      f"{run['tokens_seen']:,}", describe_saved(saved) if saved else "(reference)")
+    console = _console()
+    console.print(table)
+    if data["lowest_at_start"]:
+        console.print(f"lowest perplexity at step 0: {data['runs'][data['lowest_at_start']]['label']}")
+    console.print(f"[green]wrote[/green] {result.png_path} and {result.json_path}")
+
+
 def main() -> None:
     try:
         app()
