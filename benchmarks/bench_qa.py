@@ -14,7 +14,8 @@ What is timed, for XQuAD de (1,190 questions) by default:
     logits, loop over the n-best start x end pairs in Python, keep valid candidates, sort them,
     cut their texts and softmax their scores.
 Featurisation (shared by both) is timed once and not counted in the examples/s figure. Both sides get the
-same thread count; each timing is the best of --reps runs. The model defaults to the smoke
+same thread count; each timing is the best of --reps rounds, and the rounds alternate
+between the two sides. The model defaults to the smoke
 profile's tiny source model (built and cached on first use, 1-4 minutes) with a randomly
 initialised QA head; the agreement line checks that both sides pick the same answers. Timings
 on a shared 2-core VM vary by 20-50 %. Nothing here asserts a speed.
@@ -39,13 +40,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def best_of(reps: int, fn: Callable[[], Any]) -> tuple[float, Any]:
-    best, value = float("inf"), None
+def best_of(reps: int, *fns: Callable[[], Any]) -> list[tuple[float, Any]]:
+    """Best time and last value of each function; rounds alternate between them, so that load from
+    other jobs on a shared machine falls on every side alike."""
+    best = [float("inf")] * len(fns)
+    values: list[Any] = [None] * len(fns)
     for _ in range(reps):
-        t = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, value
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            values[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t)
+    return list(zip(best, values))
 
 
 def padded_inputs(features: Sequence[dict[str, Any]], max_length: int, pad_id: int) -> dict[str, list[list[int]]]:
@@ -134,25 +139,23 @@ def main() -> None:
     s = qa.settings
     n = len(split.examples)
 
-    t_feat, x_features = best_of(1, lambda: prepare_eval_features(
+    [(t_feat, x_features)] = best_of(1, lambda: prepare_eval_features(
         split.examples, tokenizer, s["max_length"], s["doc_stride"], s["max_query_length"]))
-
-    t_x, x_preds = best_of(args.reps, lambda: qa.predict(model, split, x_features, tokenizer))
-
     dataset = datasets.Dataset.from_dict(padded_inputs(x_features, s["max_length"], tokenizer.pad_token_id))
     with tempfile.TemporaryDirectory() as tmp:
         targs = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=args.hf_batch_size, report_to=[],
                                   use_cpu=device == "cpu", dataloader_num_workers=0)
         trainer = Trainer(model=model, args=targs)
-        t_fwd_h, out = best_of(args.reps, lambda: trainer.predict(dataset))
+        (t_x, x_preds), (t_fwd_h, out) = best_of(args.reps, lambda: qa.predict(model, split, x_features, tokenizer),
+                                                 lambda: trainer.predict(dataset))
     start_logits, end_logits = out.predictions
-    t_post_h, h_preds = best_of(args.reps, lambda: utils_qa_style_postprocess(
-        split.examples, x_features, start_logits, end_logits, s["n_best"], s["max_answer_length"]))
-    t_h = t_fwd_h + t_post_h
-
     x_start, x_end = torch.as_tensor(start_logits), torch.as_tensor(end_logits)
-    t_post_x, _ = best_of(args.reps, lambda: postprocess(split.examples, x_features, x_start, x_end,
-                                                         s["n_best"], s["max_answer_length"]))
+    (t_post_h, h_preds), (t_post_x, _) = best_of(
+        args.reps,
+        lambda: utils_qa_style_postprocess(split.examples, x_features, start_logits, end_logits,
+                                           s["n_best"], s["max_answer_length"]),
+        lambda: postprocess(split.examples, x_features, x_start, x_end, s["n_best"], s["max_answer_length"]))
+    t_h = t_fwd_h + t_post_h
     same = sum(p == h_preds[ex.id] for ex, p in zip(split.examples, x_preds))
     f1_x = qa.score(split, x_preds)["f1"]
     f1_h = qa.score(split, [h_preds[ex.id] for ex in split.examples])["f1"]
