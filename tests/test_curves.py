@@ -91,3 +91,27 @@ def test_curves_command_writes_png_and_json(toy_root, gpt2_source, tmp_path, mon
 def test_curves_for_an_unsupported_method():
     with pytest.raises(XbenchError, match="learning curves for: clp"):
         build_curves("meta", "de")
+
+
+def test_curves_over_several_seeds(toy_root, gpt2_source, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "lb"
+    many = build_curves("clp", "de", model=str(gpt2_source), data_dir=str(toy_root), output_dir=out,
+                        params={**FAST_CLP}, seeds=[0, 1])
+    one = {seed: build_curves("clp", "de", model=str(gpt2_source), data_dir=str(toy_root), output_dir=tmp_path / f"s{seed}",
+                              params={**FAST_CLP, "pretrain_seed": str(seed)}).data for seed in (0, 1)}
+    assert many.data["seeds"] == [0, 1]
+    for variant, run in many.data["runs"].items():
+        for i, p in enumerate(run["curve"]):
+            vals = [one[s]["runs"][variant]["curve"][i]["perplexity"] for s in (0, 1)]
+            assert p["perplexity"] == pytest.approx(sum(vals) / 2)
+            assert p["perplexity_min"] == min(vals) and p["perplexity_max"] == max(vals)
+    s = many.data["steps_saved"]["clp"]
+    reached = [one[x]["steps_saved"]["clp"]["saved"] for x in (0, 1) if one[x]["steps_saved"]["clp"]["reached"]]
+    assert s["n"] == 2 and s["reached"] == len(reached)
+    if reached:
+        assert s["saved_mean"] == pytest.approx(sum(reached) / len(reached))
+    assert "seeds" in describe_saved(s)
+    with pytest.raises(XbenchError, match="not both"):
+        build_curves("clp", "de", model=str(gpt2_source), data_dir=str(toy_root), output_dir=out,
+                     params={**FAST_CLP, "pretrain_seed": "1"}, seeds=[0, 1])

@@ -286,6 +286,7 @@ def curves(
     output_dir: Annotated[Path, typer.Option(help="Where curves-<method>-<lang>.png and .json go (beside the leaderboards).")] = Path("leaderboards"),
     data_dir: Annotated[Optional[Path], typer.Option(help="Local data root; overrides XBENCH_DATA.")] = None,
     param: Annotated[Optional[list[str]], typer.Option(help="Method parameter key=value (repeatable), e.g. steps=100.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated pretraining seeds: mean curves and steps saved as mean ± std.")] = None,
 ) -> None:
     """Held-out perplexity vs training tokens for the method, random init and source + random embeddings; steps saved."""
     from rich.table import Table
@@ -294,11 +295,18 @@ def curves(
     from xbench.results.curves import build_curves, describe_saved
 
     quiet_transformers()
+    try:
+        seed_list = [int(s) for s in _csv(seeds)]
+    except ValueError:
+        raise XbenchError(f"--seeds expects comma-separated integers, got '{seeds}'") from None
     result = build_curves(method, lang, model=model, data_dir=str(data_dir) if data_dir else None,
-                          params=_parse_params(param or []), output_dir=output_dir)
+                          params=_parse_params(param or []), output_dir=output_dir, seeds=seed_list or None)
     data = result.data
     steps = [p["step"] for p in next(iter(data["runs"].values()))["curve"]]
-    table = Table(title=f"{method} · {lang} · held-out perplexity by optimizer step ({data['source_model']})")
+    title = f"{method} · {lang} · held-out perplexity by optimizer step ({data['source_model']})"
+    if len(data["seeds"]) > 1:
+        title += f", mean of seeds {','.join(map(str, data['seeds']))}"
+    table = Table(title=title)
     for col in ["run", *map(str, steps), "tokens", "steps saved"]:
         table.add_column(col, justify="left" if col in ("run", "steps saved") else "right")
     for variant, run in data["runs"].items():
@@ -308,8 +316,12 @@ def curves(
                       f"{run['tokens_seen']:,}", describe_saved(saved) if saved else "(reference)")
     console = _console()
     console.print(table)
-    if data["lowest_at_start"]:
-        console.print(f"lowest perplexity at step 0: {data['runs'][data['lowest_at_start']]['label']}")
+    lowest = data["lowest_at_start"]
+    if isinstance(lowest, dict):
+        console.print("lowest perplexity at step 0: " + "; ".join(
+            f"seed {seed}: {data['runs'][v]['label']}" for seed, v in lowest.items() if v))
+    elif lowest:
+        console.print(f"lowest perplexity at step 0: {data['runs'][lowest]['label']}")
     console.print(f"[green]wrote[/green] {result.png_path} and {result.json_path}")
 
 
