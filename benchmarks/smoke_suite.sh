@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # The smoke suite whose scores baselines/smoke.json stores: every run CI checks.
 # Usage: bash benchmarks/smoke_suite.sh [results-dir]
+# XNLI runs every method and its matched baseline over 3 seeds (the findings are mean ± std);
+# the QA, parsing and NER cards run the source model with the profile's seed.
 set -euo pipefail
 out="${1:-results}"
 run() { xbench run --profile smoke --output-dir "$out" --resume "$@"; }
 
-run --method scratch --task xnli --langs de,zh --seeds 1,2,3
-run --method source  --task xnli --langs de,zh --seeds 1,2,3
+for method in source scratch clp scratch-clp meta meta-single; do
+  run --method "$method" --task xnli --langs de,zh --seeds 1,2,3
+done
+run --method source --task mlqa   --langs de,zh,ar
+run --method source --task mlqa   --langs de,zh --question-langs en,de
+run --method source --task xquad  --langs de,zh,ru
+run --method source --task tydiqa --langs ko,sw
+run --method source --task ud     --langs de,zh
+run --method source --task panx   --langs de,zh
+run --method clp    --task ud     --langs de --protocol in-language-lowres

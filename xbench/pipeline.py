@@ -257,11 +257,14 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         flags.update({k: v for k, v in enc.flags.items() if k != "transductive"})
         _say(console, f"[bold]seed {seed}[/bold] · encoder {enc.key[:24]} · fine-tune on {group.train_lang}/{train_split}"
                       f" · eval {','.join(group.eval_langs)}/{eval_split}")
-        model, tokenizer, fit = _finetune(rr, task_type, enc, group, train_split, select_split, seed,
-                                          _workdir(out_root, rr, req.method, seed) / f"group-{gi}", data_prov)
-        compute["finetune"].append({**fit.record.to_dict(), "group": gi})
-        if fit.best is not None:
-            selection.append({"group": gi, "train_lang": group.train_lang, **fit.best})
+        tuned = _finetune(rr, task_type, enc, group, train_split, select_split, seed,
+                          _workdir(out_root, rr, req.method, seed) / f"group-{gi}", data_prov)
+        model, tokenizer = tuned.model, tuned.tokenizer
+        if tuned.cached:
+            _say(console, f"[dim]fine-tuned model reused from the cache ({tuned.record['cache_entry']})[/dim]")
+        compute["finetune"].append({**tuned.record, "group": gi})
+        if tuned.best is not None:
+            selection.append({"group": gi, "train_lang": group.train_lang, **tuned.best})
         for unit in task_type.eval_units(group.eval_langs):
             split = task_type.load(unit, eval_split, req.data_dir, for_eval=True)
             data_prov[f"{unit}/{eval_split}"] = split.provenance.to_dict()
@@ -308,45 +311,100 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
     }
 
 
+@dataclass
+class FineTuned:
+    """A fine-tuned model and what its training recorded (from this run or from the cache)."""
+
+    model: Any
+    tokenizer: Any
+    record: dict[str, Any]
+    best: dict[str, Any] | None
+    cached: bool = False
+
+
 def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, train_split: str,
-              select_split: str | None, seed: int, workdir: Path, data_prov: dict[str, Any]):
+              select_split: str | None, seed: int, workdir: Path, data_prov: dict[str, Any]) -> FineTuned:
+    """Fine-tune `enc` on the group's training data, with model selection where the protocol has it.
+
+    With the profile's `cache_finetuned` (default on) the fine-tuned weights are a cache entry keyed
+    by everything that determines them: the encoder, the task type and its featurisation settings,
+    the training (and selection) data hashes, the fine-tuning settings and the seed. MLQA, XQuAD and
+    TyDiQA all fine-tune on the same English data in the same way, so a method's QA runs share one
+    fine-tuning per seed, and an interrupted fine-tuning resumes from the entry's checkpoints.
+    """
     import torch
     from transformers import AutoTokenizer
 
-    from xbench.runner.batching import FeaturePlan
-    from xbench.runner.trainer import Runner, TrainArgs
-
-    req, ft = rr.request, rr.finetune
-    proto = rr.card.protocol(rr.protocol)
     from xbench.components.source_models import load_pretrained
 
+    req = rr.request
+    proto = rr.card.protocol(rr.protocol)
     tokenizer = load_pretrained(AutoTokenizer, enc.path)
     train = task_type.load(group.train_lang, train_split, req.data_dir, for_eval=False)
     data_prov[f"{group.train_lang}/{train_split}"] = train.provenance.to_dict()
     feats = task_type.featurize(train, tokenizer, train=True)
-    evaluate = None
+    sel = sel_feats = None
     if select_split is not None:
         sel_lang = proto.select["lang"].replace("{target}", group.train_lang)
         sel = task_type.load(sel_lang, select_split, req.data_dir, for_eval=True)
         data_prov[f"{sel_lang}/{select_split}"] = sel.provenance.to_dict()
         sel_feats = task_type.featurize(sel, tokenizer, train=False)
 
-        def evaluate(model: Any) -> dict[str, float]:
-            return {k: v for k, v in task_type.score(sel, task_type.predict(model, sel, sel_feats, tokenizer)).items()
-                    if k != "n"}
+    def train_model(out_dir: Path, resume: bool) -> tuple[Any, Any]:
+        from xbench.runner.batching import FeaturePlan
+        from xbench.runner.trainer import Runner, TrainArgs
 
-    torch.manual_seed(seed)  # the head's initialisation depends on the seed, nothing else does
+        ft = rr.finetune
+        evaluate = None
+        if sel is not None:
+            def evaluate(model: Any) -> dict[str, float]:
+                return {k: v for k, v in task_type.score(sel, task_type.predict(model, sel, sel_feats, tokenizer)).items()
+                        if k != "n"}
+
+        torch.manual_seed(seed)  # the head's initialisation depends on the seed, nothing else does
+        model = task_type.build_model(enc.path)
+        plan = FeaturePlan(feats, seed=seed, batch_size=ft.get("batch_size"), batch_tokens=ft.get("batch_tokens"),
+                           pad_values=task_type.pad_values(tokenizer))
+        args = TrainArgs(lr=float(ft["lr"]), max_steps=ft.get("max_steps"), epochs=ft.get("epochs"),
+                         warmup_ratio=float(ft.get("warmup_ratio", 0.0)),
+                         weight_decay=float(ft.get("weight_decay", 0.0)), grad_accum=int(ft.get("grad_accum", 1)),
+                         seed=seed, eval_every=ft.get("eval_every"),
+                         checkpoint_every=ft.get("checkpoint_every", ft.get("eval_every")), progress=req.progress)
+        fit = Runner(args, out_dir, name=f"fine-tune {group.train_lang} seed {seed}").fit(
+            model, plan, task_type.loss, evaluate=evaluate, select_metric=rr.card.metric if evaluate else None,
+            resume=resume)
+        return model, fit
+
+    if not rr.profile.get("cache_finetuned", True):
+        model, fit = train_model(workdir, req.resume)
+        return FineTuned(model, tokenizer, fit.record.to_dict(), fit.best)
+
+    from xbench import cache
+
+    key = {"kind": "finetuned", "code_version": FINETUNE_CODE_VERSION, "encoder": enc.key,
+           **task_type.training_fingerprint(with_selection=sel is not None), "train": train.provenance.hash,
+           "select": sel.provenance.hash if sel is not None else None, "finetune": rr.finetune, "seed": seed,
+           "select_metric": rr.card.metric if sel is not None else None}
+
+    def build(out: Path, work: Path) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        model, fit = train_model(work / "run", True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+        return {"record": fit.record.to_dict(), "best": fit.best}
+
+    entry = cache.entry_path("finetuned", key)
+    cached = (entry / "entry.json").is_file()
+    path = cache.get_or_build("finetuned", key, build)
+    manifest = cache.read_entry(path)["manifest"]
+    from safetensors.torch import load_file
+
+    torch.manual_seed(seed)
     model = task_type.build_model(enc.path)
-    plan = FeaturePlan(feats, seed=seed, batch_size=ft.get("batch_size"), batch_tokens=ft.get("batch_tokens"),
-                       pad_values=task_type.pad_values(tokenizer))
-    args = TrainArgs(lr=float(ft["lr"]), max_steps=ft.get("max_steps"), epochs=ft.get("epochs"),
-                     warmup_ratio=float(ft.get("warmup_ratio", 0.0)), weight_decay=float(ft.get("weight_decay", 0.0)),
-                     grad_accum=int(ft.get("grad_accum", 1)), seed=seed, eval_every=ft.get("eval_every"),
-                     checkpoint_every=ft.get("checkpoint_every", ft.get("eval_every")), progress=req.progress)
-    fit = Runner(args, workdir, name=f"fine-tune {group.train_lang} seed {seed}").fit(
-        model, plan, task_type.loss, evaluate=evaluate, select_metric=rr.card.metric if evaluate else None,
-        resume=req.resume)
-    return model, tokenizer, fit
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    model.eval()
+    return FineTuned(model, tokenizer, {**manifest["record"], "cache_entry": path.name, "reused": cached},
+                     manifest["best"], cached)
 
 
 def _say(console: Any, msg: str) -> None:

@@ -27,7 +27,7 @@ from xbench import cache
 from xbench.errors import ConfigError, XbenchError
 from xbench.methods.base import Encoder, Method
 
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: stage records carry the loss trend
 VARIANTS = ("clp", "scratch", "source+random-emb")
 HELPER_POSITIONS = {"mlm": 512, "clm": 256}
 

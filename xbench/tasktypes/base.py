@@ -107,6 +107,13 @@ class TaskType(ABC):
     def pad_values(self, tokenizer: Any) -> dict[str, int]:
         return {"input_ids": tokenizer.pad_token_id or 0, "labels": -100}
 
+    def training_fingerprint(self, *, with_selection: bool) -> dict[str, Any]:
+        """Everything of the task type and card that decides what fine-tuning produces (the fine-tune
+        cache key), beyond the data, the encoder and the fine-tuning settings. By default the whole
+        card; a type whose training depends on fewer settings narrows it so that cards share."""
+        return {"task_type": self.name, "version": self.version, "card": self.card.name,
+                "card_version": self.card.version, "params": self.card.params, "options": self.options}
+
     def feature_key(self, split: Split, tokenizer: Any, train: bool, **settings: Any) -> dict[str, Any]:
         return {"task_type": self.name, "version": self.version, "data": split.provenance.hash, "lang": split.lang,
                 "split": split.name, "tokenizer": tokenizer_fingerprint(tokenizer), "train": train, **settings}

@@ -204,6 +204,13 @@ class ExtractiveQA(TaskType):
 
     # ------------------------------------------------------------------ features and model
 
+    def training_fingerprint(self, *, with_selection: bool) -> dict[str, Any]:
+        # Without model selection, training sees only the windows: MLQA, XQuAD and TyDiQA cards that
+        # fine-tune on the same English file share the fine-tuned model. Selection also scores.
+        if with_selection:
+            return super().training_fingerprint(with_selection=True)
+        return {"task_type": self.name, "version": self.version, **self._window_settings()}
+
     def _window_settings(self) -> dict[str, int]:
         return {k: self.settings[k] for k in ("max_length", "doc_stride", "max_query_length")}
 

@@ -1,0 +1,77 @@
+"""clp and meta end to end through the CLI on real data, as a user runs them: the method, its matched
+baseline, the leaderboard. Pretraining runs at the smoke defaults (the encoders are the CI smoke
+suite's, shared through the cache); fine-tuning is cut short with --set."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_cli import xbench
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--set", "finetune.max_steps=12", "--set", "finetune.eval_every=6"]
+
+
+def _result(out, method: str, task: str = "xnli", protocol: str = "zero-shot") -> dict:
+    return json.loads((out / task / protocol / "smoke" / method / "xbench--tiny-en-bert" / "seed-1.json").read_text())
+
+
+def _train_stages(result: dict) -> list[dict]:
+    return [s for s in result["compute"]["transfer"] if s["kind"] == "train"]
+
+
+def test_clp_its_matched_scratch_and_parsing(data_root, tmp_path):
+    out, env = tmp_path / "res", {"XBENCH_DATA": str(data_root)}
+    for method in ("clp", "scratch-clp"):
+        proc = xbench("run", "--method", method, "--task", "xnli", "--langs", "de", "--seeds", "1",
+                      "--output-dir", str(out), *FAST, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    clp, scratch = _result(out, "clp"), _result(out, "scratch-clp")
+    assert clp["method"]["compared_with"] == "scratch-clp" and scratch["method"]["kind"] == "baseline"
+    roles = [s["extra"].get("role") for s in clp["compute"]["transfer"]]
+    assert roles == ["tokenizer", "helper", "init", "transfer"]
+    c_transfer, s_transfer = clp["compute"]["transfer"][-1], scratch["compute"]["transfer"][-1]
+    assert c_transfer["tokens_seen"] == s_transfer["tokens_seen"] == 300 * 16 * 64  # §7.5 smoke budget
+    assert all(s["extra"]["loss_decreased"] for s in _train_stages(clp) + _train_stages(scratch))
+    enc = clp["model"]["encoders"][0]["provenance"]
+    assert [p["step"] for p in enc["curve"]] == [0, 25, 50, 100, 200, 300]
+    assert scratch["model"]["encoders"][0]["provenance"]["matches"] == clp["model"]["encoders"][0]["key"]
+    assert clp["compute"]["source_pretraining_total"]["tokens_seen"] > 0
+    assert scratch["compute"]["source_pretraining_total"] == "unused"
+
+    lb = xbench("leaderboard", "--results-dir", str(out), "--output-dir", str(tmp_path / "lb"), env=env)
+    assert lb.returncode == 0, lb.stderr
+    row = next(line for line in (tmp_path / "lb" / "xnli.md").read_text().splitlines() if line.startswith("| clp |"))
+    assert "vs scratch-clp" in row
+
+    ud = xbench("run", "--method", "clp", "--task", "ud", "--langs", "de", "--protocol", "in-language-lowres",
+                "--seeds", "1", "--output-dir", str(out), *FAST, env=env)
+    assert ud.returncode == 0, ud.stderr[-3000:]
+    r = _result(out, "clp", "ud", "in-language-lowres")
+    assert r["model"]["encoders"][0]["key"] == clp["model"]["encoders"][0]["key"]  # the cached encoder, reused
+    assert r["run"]["train_langs"] == ["de"] and 0.0 <= r["scores"]["per_language"]["de"]["las"] <= 1.0
+
+
+def test_meta_and_its_single_phase_baseline(data_root, tmp_path):
+    out, env = tmp_path / "res", {"XBENCH_DATA": str(data_root)}
+    for method in ("meta", "meta-single"):
+        proc = xbench("run", "--method", method, "--task", "xnli", "--langs", "de,zh", "--seeds", "1",
+                      "--output-dir", str(out), *FAST, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    meta, single = _result(out, "meta"), _result(out, "meta-single")
+    m_train, s_train = _train_stages(meta), _train_stages(single)
+    assert [s["extra"]["phase"] for s in m_train] == [1, 2]
+    assert sum(s["optimizer_steps"] for s in m_train) == sum(s["optimizer_steps"] for s in s_train) == 600
+    assert abs(sum(s["tokens_seen"] for s in m_train) - sum(s["tokens_seen"] for s in s_train)) < 16 * 64
+    assert all(s["extra"]["loss_decreased"] for s in m_train + s_train)
+    for r in (meta, single):
+        rep = r["report"]
+        assert set(rep["retrieval"]) == {"de", "zh"} and rep["english_split"] == "dev-heldout"
+        assert rep["transfer_gap"] == pytest.approx(rep["english"] - rep["target_mean"])
+        assert r["flags"]["xbench_reconstruction"]
+    lb = xbench("leaderboard", "--results-dir", str(out), "--output-dir", str(tmp_path / "lb"), env=env)
+    assert lb.returncode == 0, lb.stderr
+    md = (tmp_path / "lb" / "xnli.md").read_text()
+    assert "Transfer report" in md and "vs meta-single" in md
