@@ -307,15 +307,17 @@ def curves(
     if len(data["seeds"]) > 1:
         title += f", mean of seeds {','.join(map(str, data['seeds']))}"
     table = Table(title=title)
-    for col in ["run", *map(str, steps), "tokens", "steps saved"]:
-        table.add_column(col, justify="left" if col in ("run", "steps saved") else "right")
+    for col in ["run", *map(str, steps)]:
+        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
     for variant, run in data["runs"].items():
         ppl = {p["step"]: p["perplexity"] for p in run["curve"]}
-        saved = data["steps_saved"].get(variant)
-        table.add_row(variant, *["overflow" if ppl.get(s) is None else f"{ppl[s]:.1f}" for s in steps],
-                      f"{run['tokens_seen']:,}", describe_saved(saved) if saved else "(reference)")
+        table.add_row(variant, *["overflow" if ppl.get(s) is None else f"{ppl[s]:.0f}" for s in steps])
     console = _console()
     console.print(table)
+    for variant, run in data["runs"].items():
+        saved = data["steps_saved"].get(variant)
+        console.print(f"{variant}: {run['tokens_seen']:,} training tokens"
+                      + (f"; steps saved vs scratch: {describe_saved(saved)}" if saved else " (the scratch reference)"))
     lowest = data["lowest_at_start"]
     if isinstance(lowest, dict):
         console.print("lowest perplexity at step 0: " + "; ".join(

@@ -211,7 +211,8 @@ def plot_curves(data: dict[str, Any], path: Path) -> None:
     ax.set_ylabel(f"held-out perplexity ({data['objective'].upper()})")
     seeds = data.get("seeds", [0])
     ax.set_title(f"{data['method']} · {data['lang']} · source {data['source_model']}"
-                 + (f" · mean of {len(seeds)} pretraining seeds (band: min–max)" if len(seeds) > 1 else ""))
+                 + (f"\nmean of {len(seeds)} pretraining seeds (band: min–max)" if len(seeds) > 1 else ""),
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
