@@ -105,7 +105,7 @@ def card_problems(raw: dict[str, Any]) -> list[str]:
 
 class ExtractiveQA(TaskType):
     name = "extractive-qa"
-    version = 1
+    version = 2  # 2: eval features carry context_bounds
     option_names = ("question_langs",)
 
     def __init__(self, card: TaskCard, options: dict[str, Any] | None = None) -> None:

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
@@ -158,6 +159,10 @@ def prepare_eval_features(
             tuple(offset) if s == _CONTEXT else None
             for offset, s in zip(enc["offset_mapping"][i], enc.sequence_ids(i))
         ]
+        # The same bounds as an array, built once here (and cached with the features) rather than at
+        # every post-processing.
+        feature["context_bounds"] = np.asarray(
+            [o if o is not None else (-1, -1) for o in feature["offset_mapping"]], dtype=np.int64).reshape(-1, 2)
         features.append(feature)
     return features
 
@@ -175,15 +180,17 @@ def _as_matrix(logits: Logits, n_rows: int) -> torch.Tensor:
 
 def _char_bounds(features: Sequence[Feature], width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per token, its first and end character in the context; -1 off the context."""
-    starts, ends = [], []
-    for feature in features:
+    # Row by row into one preallocated array: torch.tensor() on nested lists costs more than the
+    # whole span search.
+    bounds = np.full((len(features), width, 2), -1, dtype=np.int64)
+    for i, feature in enumerate(features):
         offsets = feature["offset_mapping"]
         if len(offsets) > width:
             raise ValueError(f"logits have {width} positions but a feature has {len(offsets)} tokens")
-        pad = [-1] * (width - len(offsets))
-        starts.append([o[0] if o is not None else -1 for o in offsets] + pad)
-        ends.append([o[1] if o is not None else -1 for o in offsets] + pad)
-    return torch.tensor(starts, device=device), torch.tensor(ends, device=device)
+        row = feature.get("context_bounds")
+        bounds[i, :len(offsets)] = row if row is not None else [o if o is not None else (-1, -1) for o in offsets]
+    out = torch.from_numpy(bounds).to(device)
+    return out[..., 0], out[..., 1]
 
 
 def _best_pairs(
