@@ -23,9 +23,16 @@ def test_two_process_training_with_torchrun(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), str(tmp_path / "work")], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(tmp_path / "work")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "RANK_RESULT" not in proc.stdout:
+        # The launcher itself fails now and then on a loaded 2-core VM before any rank trains
+        # (environment.md §4); one fresh try from scratch. A failure after training is not retried.
+        import shutil
+
+        shutil.rmtree(tmp_path / "work", ignore_errors=True)
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("RANK_RESULT")]
     assert sorted(int(r[1]) for r in rows) == [0, 1] and {r[2] for r in rows} == {"2"}
