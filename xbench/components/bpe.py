@@ -13,11 +13,11 @@ two languages share at least those 256 tokens: the overlap CLP-Transfer needs (Â
 """
 from __future__ import annotations
 
-import heapq
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from xbench.components.merges import greedy_merges
 from xbench.errors import ConfigError
 
 EOS = "<|endoftext|>"  # GPT-2's single special token: beginning, end and unknown at once
@@ -39,61 +39,19 @@ def learn_merges(word_counts: dict[str, int], num_merges: int, *,
                  min_frequency: int = 2) -> list[tuple[str, str]]:
     """Up to `num_merges` BPE merges over words spelt in byte symbols.
 
-    Deterministic: the best pair has the highest count, then the smallest (left, right) strings;
-    counts are updated incrementally, so the cost is proportional to the words each merge touches.
+    Deterministic: the best pair has the highest count, then the smallest (left, right) strings
+    (components/merges.py).
     """
     words: list[list[str]] = []
     counts: list[int] = []
     for word, count in sorted(word_counts.items()):
         words.append(list(word))
         counts.append(count)
-    pair_counts: dict[tuple[str, str], int] = defaultdict(int)
-    where: dict[tuple[str, str], set[int]] = defaultdict(set)
-    for i, syms in enumerate(words):
-        for pair in zip(syms, syms[1:]):
-            pair_counts[pair] += counts[i]
-            where[pair].add(i)
-    heap = [(-c, pair) for pair, c in pair_counts.items()]
-    heapq.heapify(heap)
     merges: list[tuple[str, str]] = []
-    while len(merges) < num_merges and heap:
-        neg, pair = heapq.heappop(heap)
-        if pair_counts.get(pair, 0) != -neg:  # stale: the count changed since this entry was pushed
-            continue
-        if -neg < min_frequency:
+    for left, right, _merged in greedy_merges(words, counts, str.__add__, min_frequency=min_frequency):
+        if len(merges) >= num_merges:
             break
-        merges.append(pair)
-        left, right = pair
-        merged = left + right
-        changed: set[tuple[str, str]] = set()
-        for i in sorted(where.pop(pair, ())):
-            syms, cnt = words[i], counts[i]
-            out: list[str] = []
-            j = 0
-            while j < len(syms):
-                if j + 1 < len(syms) and syms[j] == left and syms[j + 1] == right:
-                    out.append(merged)
-                    j += 2
-                else:
-                    out.append(syms[j])
-                    j += 1
-            if len(out) == len(syms):
-                continue
-            for p in zip(syms, syms[1:]):
-                pair_counts[p] -= cnt
-                changed.add(p)
-            for p in zip(out, out[1:]):
-                pair_counts[p] += cnt
-                where[p].add(i)
-                changed.add(p)
-            words[i] = out
-        pair_counts.pop(pair, None)
-        for p in changed:
-            c = pair_counts.get(p, 0)
-            if c > 0:
-                heapq.heappush(heap, (-c, p))
-            else:
-                pair_counts.pop(p, None)
+        merges.append((left, right))
     return merges
 
 

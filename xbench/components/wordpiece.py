@@ -11,10 +11,11 @@ the WordPiece model and the post-processor all come from `tokenizers`.
 """
 from __future__ import annotations
 
-import heapq
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
+
+from xbench.components.merges import greedy_merges
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PREFIX = "##"
@@ -33,54 +34,13 @@ def learn_vocabulary(word_counts: dict[str, int], size: int, *, min_frequency: i
         counts.append(count)
     vocab = sorted({s for syms in words for s in syms})
     known = set(vocab)
-    pair_counts: dict[tuple[str, str], int] = defaultdict(int)
-    where: dict[tuple[str, str], set[int]] = defaultdict(set)
-    for i, syms in enumerate(words):
-        for pair in zip(syms, syms[1:]):
-            pair_counts[pair] += counts[i]
-            where[pair].add(i)
-    heap = [(-c, pair) for pair, c in pair_counts.items()]
-    heapq.heapify(heap)
-    while len(vocab) < size and heap:
-        neg, pair = heapq.heappop(heap)
-        if pair_counts.get(pair, 0) != -neg:  # stale entry: the count changed since it was pushed
-            continue
-        if -neg < min_frequency:
+    for _left, _right, merged in greedy_merges(words, counts, lambda a, b: a + b[len(PREFIX):],
+                                               min_frequency=min_frequency):
+        if len(vocab) >= size:
             break
-        left, right = pair
-        merged = left + right[len(PREFIX):]
         if merged not in known:
             known.add(merged)
             vocab.append(merged)
-        changed: set[tuple[str, str]] = set()
-        for i in sorted(where.pop(pair, ())):
-            syms, cnt = words[i], counts[i]
-            out: list[str] = []
-            j = 0
-            while j < len(syms):
-                if j + 1 < len(syms) and syms[j] == left and syms[j + 1] == right:
-                    out.append(merged)
-                    j += 2
-                else:
-                    out.append(syms[j])
-                    j += 1
-            if len(out) == len(syms):
-                continue
-            for p in zip(syms, syms[1:]):
-                pair_counts[p] -= cnt
-                changed.add(p)
-            for p in zip(out, out[1:]):
-                pair_counts[p] += cnt
-                where[p].add(i)
-                changed.add(p)
-            words[i] = out
-        pair_counts.pop(pair, None)
-        for p in changed:
-            c = pair_counts.get(p, 0)
-            if c > 0:
-                heapq.heappush(heap, (-c, p))
-            else:
-                pair_counts.pop(p, None)
     return vocab
 
 
