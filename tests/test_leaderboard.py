@@ -101,3 +101,12 @@ def test_card_average_excludes_a_later_language(tmp_path):
     md = render_markdown("xquad", build_tables(iter_results(tmp_path), ["de", "zh", "ro"], ("ro",)), card_version=1)
     assert "Avg (without ro)" in _lines(md, "| Method")
     assert _row(md, "source (baseline)")[4] == "**30.0 ± 0.0**"
+
+
+def test_gxlt_matrix_columns_are_the_question_languages(tmp_path):
+    # --langs de,zh --question-langs en,de: zh contexts have no zh question, so there is no zh column.
+    write_result(tmp_path, "source", "baseline", 1, {"de": 0.5, "c=de,q=en": 0.4, "c=zh,q=en": 0.3, "c=zh,q=de": 0.2},
+                 task="mlqa")
+    md = render_markdown("mlqa", build_tables(iter_results(tmp_path), ["en", "de", "zh"]), card_version=1)
+    assert [c.strip() for c in _lines(md, "| context").split("|")[2:-1]] == ["de", "en"]
+    assert _row(md, "zh") == ["zh", "20.0 ± 0.0", "30.0 ± 0.0"]

@@ -115,8 +115,9 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
 def _gxlt_matrix(row: Row, cells: list[str], parse_unit: Any) -> dict[str, Any]:
     """Context x question grid of one row: off-diagonal cells from G-XLT units, the diagonal from XLT."""
     contexts = sorted({parse_unit(c)[0] for c in cells if c in row.per_lang})
-    questions = sorted({parse_unit(c)[1] for c in cells if c in row.per_lang})
-    langs = sorted(set(contexts) | set(questions))
+    # Question languages: those of the off-diagonal cells, and a context language where its own
+    # (diagonal, XLT) cell was scored too.
+    langs = sorted({parse_unit(c)[1] for c in cells if c in row.per_lang} | {c for c in contexts if c in row.per_lang})
     grid = {(c, q): row.stats(c if c == q else f"c={c},q={q}") for c in contexts for q in langs}
     off = [f"c={c},q={q}" for c in contexts for q in langs if c != q and f"c={c},q={q}" in row.per_lang]
     return {"row": row, "contexts": contexts, "questions": langs, "grid": grid, "gxlt_mean": row.average(off)}
