@@ -270,9 +270,11 @@ def test_source_with_random_embeddings_keeps_every_other_tensor(bert_source, tmp
 
 def test_bad_parameters_are_one_config_error(toy_root, bert_source):
     with pytest.raises(ConfigError) as exc:
-        clp_method(bert_source, toy_root, heldout_share="1.5", eval_steps="0,x", init_output="nope")
+        clp_method(bert_source, toy_root, heldout_share="1.5", eval_steps="0,x", init_output="nope", steps="0",
+                   seq_len="4")
     msg = str(exc.value)
     assert "heldout_share" in msg and "eval_steps" in msg and "init_output" in msg
+    assert "steps must be at least 1, got 0" in msg and "seq_len must be at least 8, got 4" in msg
     with pytest.raises(ConfigError, match="no parameter 'nosuch'"):
         clp_method(bert_source, toy_root, nosuch="1")
     ctx = RunContext(profile=load_profile("paper"), model=str(bert_source), data_dir=str(toy_root), params={})

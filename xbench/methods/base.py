@@ -61,6 +61,17 @@ class Method:
             params[k] = type(self.defaults[k])(v) if self.defaults[k] is not None and not isinstance(v, type(self.defaults[k])) else v
         return params
 
+    def smoke_only_problems(self, slots: str) -> list[str]:
+        """A method that implements only the smoke profile says so, naming the data slots it lacks."""
+        if self.ctx.profile.get("name") == "smoke":
+            return []
+        return [f"method '{self.name}' implements the smoke profile only; the paper profile needs the data "
+                f"slot(s) {slots} (methods.md §11.8), which xbench does not read yet"]
+
+    @staticmethod
+    def minimum_problems(params: dict[str, Any], minimums: dict[str, int]) -> list[str]:
+        return [f"{key} must be at least {low}, got {params[key]}" for key, low in minimums.items() if params[key] < low]
+
     def build_encoder(self, lang: str | None) -> Encoder:
         raise NotImplementedError
 

@@ -82,15 +82,9 @@ class ClpMethod(Method):
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         p = super().resolve_params(given)
-        problems = []
-        if self.ctx.profile.get("name") != "smoke":
-            problems.append(f"method '{self.name}' implements the smoke profile only; the paper profile needs the "
-                            "data slot mono_<lang> (methods.md §11.8), which xbench does not read yet")
-        for key in ("steps", "helper_steps", "batch_size", "helper_layers", "helper_dim", "helper_heads"):
-            if p[key] < 1:
-                problems.append(f"{key} must be at least 1, got {p[key]}")
-        if p["seq_len"] < 8:
-            problems.append(f"seq_len must be at least 8, got {p['seq_len']}")
+        problems = self.smoke_only_problems("mono_<lang>")
+        problems += self.minimum_problems(p, {**dict.fromkeys(("steps", "helper_steps", "batch_size", "helper_layers",
+                                                               "helper_dim", "helper_heads"), 1), "seq_len": 8})
         if p["helper_heads"] >= 1 and p["helper_dim"] % p["helper_heads"]:
             problems.append(f"helper_dim ({p['helper_dim']}) must be a multiple of helper_heads ({p['helper_heads']})")
         if not 0 < p["heldout_share"] < 1:

@@ -39,15 +39,9 @@ class MetaMethod(Method):
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         p = super().resolve_params(given)
-        problems = []
-        if self.ctx.profile.get("name") != "smoke":
-            problems.append(f"method '{self.name}' implements the smoke profile only; the paper profile needs the "
-                            "data slots mono_en and mono_<lang> (methods.md §11.8), which xbench does not read yet")
-        for key in ("total_steps", "batch_size", "layers", "hidden", "heads", "ffn", "vocab_size"):
-            if p[key] < 1:
-                problems.append(f"{key} must be at least 1, got {p[key]}")
-        if p["seq_len"] < 8:
-            problems.append(f"seq_len must be at least 8, got {p['seq_len']}")
+        problems = self.smoke_only_problems("mono_en and mono_<lang>")
+        problems += self.minimum_problems(p, {**dict.fromkeys(("total_steps", "batch_size", "layers", "hidden", "heads",
+                                                               "ffn", "vocab_size"), 1), "seq_len": 8})
         if p["heads"] >= 1 and p["hidden"] % p["heads"]:
             problems.append(f"hidden ({p['hidden']}) must be a multiple of heads ({p['heads']})")
         if not 0 <= p["phase1_share"] < 1:
