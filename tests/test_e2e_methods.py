@@ -18,16 +18,26 @@ def _result(out, method: str, task: str = "xnli", protocol: str = "zero-shot") -
     return json.loads((out / task / protocol / "smoke" / method / "xbench--tiny-en-bert" / "seed-1.json").read_text())
 
 
+def _run_pair(out, env: dict, methods: tuple[str, str], langs: str) -> None:
+    for method in methods:
+        proc = xbench("run", "--method", method, "--task", "xnli", "--langs", langs, "--seeds", "1",
+                      "--output-dir", str(out), *FAST, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _leaderboard(out, tmp_path, env: dict) -> str:
+    lb = xbench("leaderboard", "--results-dir", str(out), "--output-dir", str(tmp_path / "lb"), env=env)
+    assert lb.returncode == 0, lb.stderr
+    return (tmp_path / "lb" / "xnli.md").read_text()
+
+
 def _train_stages(result: dict) -> list[dict]:
     return [s for s in result["compute"]["transfer"] if s["kind"] == "train"]
 
 
 def test_clp_its_matched_scratch_and_parsing(data_root, tmp_path):
     out, env = tmp_path / "res", {"XBENCH_DATA": str(data_root)}
-    for method in ("clp", "scratch-clp"):
-        proc = xbench("run", "--method", method, "--task", "xnli", "--langs", "de", "--seeds", "1",
-                      "--output-dir", str(out), *FAST, env=env)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_pair(out, env, ("clp", "scratch-clp"), "de")
     clp, scratch = _result(out, "clp"), _result(out, "scratch-clp")
     assert clp["method"]["compared_with"] == "scratch-clp" and scratch["method"]["kind"] == "baseline"
     roles = [s["extra"].get("role") for s in clp["compute"]["transfer"]]
@@ -41,9 +51,7 @@ def test_clp_its_matched_scratch_and_parsing(data_root, tmp_path):
     assert clp["compute"]["source_pretraining_total"]["tokens_seen"] > 0
     assert scratch["compute"]["source_pretraining_total"] == "unused"
 
-    lb = xbench("leaderboard", "--results-dir", str(out), "--output-dir", str(tmp_path / "lb"), env=env)
-    assert lb.returncode == 0, lb.stderr
-    row = next(line for line in (tmp_path / "lb" / "xnli.md").read_text().splitlines() if line.startswith("| clp |"))
+    row = next(line for line in _leaderboard(out, tmp_path, env).splitlines() if line.startswith("| clp |"))
     assert "vs scratch-clp" in row
 
     ud = xbench("run", "--method", "clp", "--task", "ud", "--langs", "de", "--protocol", "in-language-lowres",
@@ -56,10 +64,7 @@ def test_clp_its_matched_scratch_and_parsing(data_root, tmp_path):
 
 def test_meta_and_its_single_phase_baseline(data_root, tmp_path):
     out, env = tmp_path / "res", {"XBENCH_DATA": str(data_root)}
-    for method in ("meta", "meta-single"):
-        proc = xbench("run", "--method", method, "--task", "xnli", "--langs", "de,zh", "--seeds", "1",
-                      "--output-dir", str(out), *FAST, env=env)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_pair(out, env, ("meta", "meta-single"), "de,zh")
     meta, single = _result(out, "meta"), _result(out, "meta-single")
     m_train, s_train = _train_stages(meta), _train_stages(single)
     assert [s["extra"]["phase"] for s in m_train] == [1, 2]
@@ -71,7 +76,5 @@ def test_meta_and_its_single_phase_baseline(data_root, tmp_path):
         assert set(rep["retrieval"]) == {"de", "zh"} and rep["english_split"] == "dev-heldout"
         assert rep["transfer_gap"] == pytest.approx(rep["english"] - rep["target_mean"])
         assert r["flags"]["xbench_reconstruction"]
-    lb = xbench("leaderboard", "--results-dir", str(out), "--output-dir", str(tmp_path / "lb"), env=env)
-    assert lb.returncode == 0, lb.stderr
-    md = (tmp_path / "lb" / "xnli.md").read_text()
+    md = _leaderboard(out, tmp_path, env)
     assert "Transfer report" in md and "vs meta-single" in md

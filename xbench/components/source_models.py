@@ -47,21 +47,14 @@ def bert_config(spec: dict[str, Any], vocab_size: int) -> Any:
 
 def pretrain_mlm(model: Any, tokenizer: Any, lines: list[str], args: dict[str, Any], workdir: Path, *,
                  name: str, resume: bool = True, max_tokens: int | None = None, seed: int | None = None) -> Any:
-    """MLM on packed blocks of `lines` through the shared runner; returns the FitResult."""
-    from xbench.components.objectives import MLMObjective, PackedBlocks
-    from xbench.runner.trainer import Runner, TrainArgs
+    """MLM on packed blocks of `lines` through the shared LM stage (lm_stages.train_lm); returns the FitResult."""
+    from xbench.components.lm_stages import LMArgs, packed_blocks, train_lm
 
-    seed = args.get("seed", 0) if seed is None else seed
-    ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
-    plan = PackedBlocks(ids, seq_len=args["seq_len"], batch_size=args["batch_size"], seed=seed,
-                        cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id)
-    steps = args.get("max_steps")
-    if max_tokens is not None:
-        steps = max(1, -(-max_tokens // plan.tokens_per_batch))
-    targs = TrainArgs(lr=args["lr"], max_steps=steps, max_tokens=max_tokens, warmup_steps=args.get("warmup_steps", 0),
-                      weight_decay=args.get("weight_decay", 0.0), seed=seed,
-                      checkpoint_every=max(1, steps // 4))
-    return Runner(targs, workdir, name=name).fit(model, plan, MLMObjective.for_tokenizer(tokenizer), resume=resume)
+    lm_args = LMArgs.from_dict({**args, "seed": args.get("seed", 0) if seed is None else seed})
+    plan = packed_blocks(tokenizer, lines, "mlm", seq_len=lm_args.seq_len, batch_size=lm_args.batch_size,
+                         seed=lm_args.seed)
+    return train_lm(model, plan, "mlm", tokenizer, lm_args, workdir, name=name, max_tokens=max_tokens,
+                    resume=resume).fit
 
 
 def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) -> SourceModel:
