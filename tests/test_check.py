@@ -46,3 +46,38 @@ def test_bad_reference_is_a_clear_error(tmp_path):
     p.write_text(json.dumps({"schema": "something-else"}))
     with pytest.raises(DataFormatError, match="not an xbench reference"):
         load_reference(p)
+
+
+# --------------------------------------------------------------------------- malformed references (issue 9, C.17)
+
+def _entry(**over):
+    e = {"task": "xnli", "protocol": "zero-shot", "profile": "smoke", "method": "scratch", "model": "m",
+         "metric": "accuracy", "lang": "de", "mean": 0.4, "std": 0.0}
+    return {**e, **over}
+
+
+@pytest.mark.parametrize("ref, fragment", [
+    ({"entries": []}, "field 'entries': the reference has no entries"),
+    ({"entries": ["task"]}, "field 'entries[0]': got str"),
+    ({"entries": [_entry(mean="0.4")]}, "field 'entries[0].mean': got '0.4'"),
+    ({"entries": [_entry(std=float("nan"))]}, "field 'entries[0].std'"),
+    ({"entries": [_entry(std=-0.1)]}, "field 'entries[0].std'"),
+    ({"entries": [_entry(lang=3)]}, "field 'entries[0].lang'"),
+    ({"entries": [_entry(), _entry()]}, "appears twice"),
+    ({"entries": [_entry()], "tolerance": [1]}, "field 'tolerance'"),
+    ({"entries": [_entry()], "tolerance": {"floor": "x"}}, "field 'tolerance.floor'"),
+    ({"entries": {"a": 1}}, "field 'entries'"),
+])
+def test_malformed_or_empty_reference_is_a_clear_error(tmp_path, ref, fragment):
+    p = tmp_path / "ref.json"
+    p.write_text(json.dumps({"schema": "xbench-reference/1", **ref}))
+    with pytest.raises(DataFormatError) as exc:
+        load_reference(p)
+    assert str(p) in str(exc.value) and fragment in str(exc.value)
+
+
+def test_non_utf8_reference_is_a_clear_error(tmp_path):
+    p = tmp_path / "ref.json"
+    p.write_bytes(b'{"schema": "\xff\xfe"}')
+    with pytest.raises(DataFormatError, match="not UTF-8"):
+        load_reference(p)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from tests.fixtures_results import write_result
 from xbench.results.leaderboard import build_tables, render_markdown
 from xbench.results.schema import iter_results
@@ -42,7 +44,8 @@ def test_rich_tables_render(tmp_path):
     console = Console(record=True, width=200)
     for t in rich_tables(build_tables(iter_results(tmp_path), ["de"])):
         console.print(t)
-    assert "50.0 ± 0.0" in console.export_text()
+    text = console.export_text()
+    assert "50.0" in text and "± 0.0" not in text  # one seed: the value alone
 
 
 def _row(md: str, name: str) -> list[str]:
@@ -69,7 +72,7 @@ def test_gxlt_cells_form_a_context_by_question_matrix(tmp_path):
                  {"de": 0.52, "en": 0.70, "c=de,q=en": 0.42, "c=en,q=de": 0.32}, task="mlqa")
     md = render_markdown("mlqa", build_tables(iter_results(tmp_path), ["en", "de"]), card_version=1)
     header = _lines(md, "| Method").split("|")
-    assert [c.strip() for c in header[2:5]] == ["en", "de", "Avg"]  # XLT columns only
+    assert [c.strip() for c in header[2:6]] == ["en", "de", "XLT mean", "G-XLT mean"]  # XLT columns only
     assert "c=de,q=en" not in _lines(md, "| Method")
     assert "G-XLT mean (off-diagonal): 36.0 ± 1.4" in md  # per seed (40+30)/2, (42+32)/2
     assert _lines(md, "| context").split("|")[2:4] == [" de ", " en "]
@@ -99,8 +102,8 @@ def test_task_option_variants_are_separate_results_and_tables(tmp_path):
 def test_card_average_excludes_a_later_language(tmp_path):
     write_result(tmp_path, "source", "baseline", 1, {"de": 0.40, "zh": 0.20, "ro": 0.90}, task="xquad")
     md = render_markdown("xquad", build_tables(iter_results(tmp_path), ["de", "zh", "ro"], ("ro",)), card_version=1)
-    assert "Avg (without ro)" in _lines(md, "| Method")
-    assert _row(md, "source (baseline)")[4] == "**30.0 ± 0.0**"
+    assert "XLT mean (without ro)" in _lines(md, "| Method")
+    assert _row(md, "source (baseline)")[4] == "**30.0**"
 
 
 def test_gxlt_matrix_columns_are_the_question_languages(tmp_path):
@@ -109,4 +112,82 @@ def test_gxlt_matrix_columns_are_the_question_languages(tmp_path):
                  task="mlqa")
     md = render_markdown("mlqa", build_tables(iter_results(tmp_path), ["en", "de", "zh"]), card_version=1)
     assert [c.strip() for c in _lines(md, "| context").split("|")[2:-1]] == ["de", "en"]
-    assert _row(md, "zh") == ["zh", "20.0 ± 0.0", "30.0 ± 0.0"]
+    assert _row(md, "zh") == ["zh", "20.0", "30.0"]
+
+
+# --------------------------------------------------------------------------- flags and labels (issue 9, A.9)
+
+def test_transductive_flag_only_on_rows_of_the_task_whose_data_was_seen(tmp_path):
+    write_result(tmp_path, "source", "baseline", 1, {"de": 0.5}, task="xnli", transductive=("xquad",))  # schema 2 style
+    write_result(tmp_path, "source", "baseline", 1, {"en": 0.6, "de": 0.4}, task="xquad", transductive=("xquad:en",))
+    by_task = {t["task"]: t for t in build_tables(iter_results(tmp_path), ["en", "de"])}
+    xnli = render_markdown("xnli", [by_task["xnli"]], card_version=1)
+    xquad = render_markdown("xquad", [by_task["xquad"]], card_version=1)
+    assert "transductive" not in _row(xnli, "source (baseline)")[-1]
+    assert "transductive: xquad (en)" in _row(xquad, "source (baseline)")[-1]
+
+
+def test_transductive_entries_are_kept_for_the_task_and_languages_evaluated():
+    from xbench.results.transductive import for_result, pool_entries
+
+    entries = pool_entries({"lang": "en", "transductive": ["xquad"]}) + pool_entries({"lang": "ko", "transductive": ["tydiqa"]})
+    assert entries == ["xquad:en", "tydiqa:ko"]
+    assert for_result(entries, "xquad", ["en", "de"]) == ["xquad:en"]
+    assert for_result(entries, "xquad", ["de"]) == []
+    assert for_result(entries, "xnli", ["en"]) == []
+    assert for_result(entries, "tydiqa", ["ko", "sw"]) == ["tydiqa:ko"]
+
+
+def test_source_encoder_carries_its_pools_transductive_sources(monkeypatch):
+    import xbench.methods.source as source
+    from xbench.components.source_models import SourceModel
+    from xbench.methods.base import RunContext
+
+    pool = {"lang": "en", "transductive": ["xquad"]}
+    monkeypatch.setattr(source, "resolve_source_model",
+                        lambda name, data_dir=None: SourceModel(name, "/nowhere", manifest={"pool": pool}))
+    enc = source.SourceMethod(RunContext(profile={"name": "smoke"}, model="xbench/tiny-en-bert", data_dir=None,
+                                         params={})).build_encoder(None)
+    assert enc.flags["transductive"] == ["xquad:en"]
+
+
+def test_tiny_source_models_pool_holds_the_xquad_english_contexts(data_root):
+    from xbench.components.pools import build_pool
+    from xbench.results.transductive import pool_entries
+
+    if not (data_root / "xquad" / "xquad.en.json").is_file():
+        pytest.skip("no XQuAD English file in the data root")
+    assert "xquad:en" in pool_entries(build_pool("en", data_root).manifest())
+
+
+def test_rows_show_eval_split_device_and_single_seed_values(tmp_path):
+    h200 = {"type": "cuda", "name": "NVIDIA H200", "count": 1, "processes": 2}
+    write_result(tmp_path, "clp", "transfer", 1, {"de": 0.42}, eval_split="dev", device=h200, flops=2e12, tokens=10**6)
+    write_result(tmp_path, "scratch", "baseline", 1, {"de": 0.36}, eval_split="dev",
+                 warnings=("de: 80% [UNK] tokens",))
+    md = render_markdown("panx", build_tables(iter_results(tmp_path), ["de"]), card_version=1)
+    head = [c.strip() for c in _lines(md, "| Method").split("|")[1:-1]]
+    clp, scratch = _row(md, "clp"), _row(md, "scratch (baseline)")
+    assert clp[head.index("Eval split")] == "dev" and scratch[head.index("Eval split")] == "dev"
+    assert clp[head.index("Transfer compute")].endswith("· NVIDIA H200 ×2")
+    assert clp[head.index("de")] == "**42.0**" and "± 0.0" not in md  # one seed: no spread to show
+    assert "warning: de: 80% [UNK] tokens" in scratch[head.index("Flags")]
+
+
+# --------------------------------------------------------------------------- path escapes (issue 9, B.12)
+
+def test_a_task_name_that_escapes_the_output_folder_is_refused(tmp_path):
+    import json
+
+    from xbench.errors import DataFormatError
+    from xbench.results.leaderboard import write_leaderboards
+
+    path = write_result(tmp_path / "results", "source", "baseline", 1, {"de": 0.5})
+    data = json.loads(path.read_text())
+    data["task"]["name"] = "../../x/ESCAPED"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "deep" / "er" / "boards"
+    with pytest.raises(DataFormatError, match="field 'task.name'") as exc:
+        write_leaderboards(tmp_path / "results", out)
+    assert str(path) in str(exc.value)
+    assert not list(tmp_path.rglob("ESCAPED*")) and not out.exists()

@@ -181,7 +181,8 @@ def check(
     floor: Annotated[Optional[float], typer.Option(help="Override the reference's tolerance floor (fraction).")] = None,
     k: Annotated[Optional[float], typer.Option(help="Override the reference's k (multiples of the reference std).")] = None,
 ) -> None:
-    """Exit 0 when every reference entry is within tolerance; 1 with a table of what moved."""
+    """Exit 0 when every reference entry is within tolerance; 1 with a table of what moved; 2 for bad input
+    (a malformed or empty reference, a malformed result file)."""
     from rich.table import Table
 
     from xbench.results.check import compare, load_reference
@@ -205,6 +206,11 @@ def check(
     raise typer.Exit(1)
 
 
+    if not results_dir.is_dir():
+        raise XbenchError(f"no results directory {results_dir}; run the suite first or pass --results-dir")
+    for name, value in (("--floor", floor), ("--k", k)):
+        if value is not None and not (value >= 0 and value != float("inf")):
+            raise XbenchError(f"{name} {value}: expected a non-negative number")
 @baseline_app.command("update")
 def baseline_update(
     output: Annotated[Path, typer.Option(help="Reference file to write, e.g. baselines/smoke.json.")] = Path("baselines/smoke.json"),

@@ -275,8 +275,12 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
     metric = card.metric
     langs = task_type.eval_units(list(req.langs))
     missing = [lang for lang in card.languages if lang not in scores]
-    averaged = task_type.averaged_units(langs)
-    average = sum(scores[u][metric] for u in averaged) / len(averaged)
+    from xbench.results.averages import named_averages, unit_sets
+    from xbench.results.transductive import for_result
+
+    excludes = sorted(card.raw.get("average_excludes") or [])
+    average_units = unit_sets(langs, excludes)
+    averages = named_averages({u: scores[u][metric] for u in langs}, average_units)
     from xbench.runner.compute import sum_records
 
     return {
@@ -293,8 +297,10 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         "run": {"protocol": rr.protocol, "variant": rr.variant, "profile": rr.profile["name"], "seed": seed,
                 "train_langs": sorted({g.train_lang for g in groups}), "train_split": train_split,
                 "select_split": select_split, "eval_langs": langs, "eval_split": eval_split},
-        "scores": {"metric": metric, "metrics": task_type.metrics, "per_language": scores, "average": average,
-                   "averaged_over": averaged, "languages": langs, "missing_languages": missing},
+        "scores": {"metric": metric, "metrics": task_type.metrics, "per_language": scores,
+                   "average": averages["card"], "averaged_over": average_units["card"], "averages": averages,
+                   "average_units": average_units, "average_excludes": excludes,
+                   "languages": langs, "missing_languages": missing},
         "scoring": task_type.scoring_info(),
         "selection": selection,
         "compute": {**compute, "transfer_total": sum_records(compute["transfer"]),
@@ -303,7 +309,7 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
                     "source_pretraining_total": (sum_records(compute["source_pretraining"]) if compute["source_pretraining"]
                                                  else "external" if uses_source else "unused"),
                     "wall_seconds_total": round(time.time() - started, 3)},
-        "flags": {**flags, "transductive": sorted(flags["transductive"])},
+        "flags": {**flags, "transductive": for_result(flags["transductive"], card.name, langs)},
         "config": rr.config,
         "config_hash": rr.config_hash,
         "environment": environment(),

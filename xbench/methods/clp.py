@@ -26,6 +26,7 @@ from typing import Any
 from xbench import cache
 from xbench.errors import ConfigError, XbenchError
 from xbench.methods.base import Encoder, Method
+from xbench.results.transductive import pool_entries
 
 CODE_VERSION = 2  # 2: stage records carry the loss trend
 VARIANTS = ("clp", "scratch", "source+random-emb")
@@ -282,7 +283,9 @@ class ClpMethod(Method):
                         "objective": manifest["objective"], "cache_entry": path.name, "helper_entry": t.helper.name,
                         "matches": matches, "budget_tokens": manifest["budget_tokens"], "pool": manifest["pool"],
                         "heldout": manifest["heldout"], "curve": manifest["curve"], "clp": manifest["clp"]},
-            flags={"transductive": manifest["pool"].get("transductive", [])},
+            # The source weights carry what the source model's pool held (tiny-en-bert: XQuAD en contexts).
+            flags={"transductive": sorted({*pool_entries(manifest["pool"]),
+                                           *(pool_entries(src.manifest.get("pool")) if variant != "scratch" else [])})},
             uses_source_weights=variant != "scratch")
 
     def _initialise(self, variant: str, t: _Target, helper_tok: Any) -> tuple[Any, dict[str, Any] | None]:

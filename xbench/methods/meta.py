@@ -19,6 +19,7 @@ from typing import Any
 from xbench import cache
 from xbench.errors import ConfigError, XbenchError
 from xbench.methods.base import Encoder, Method
+from xbench.results.transductive import pool_entries
 
 CODE_VERSION = 2  # 2: stage records carry the loss trend
 SOURCE_LANG = "en"
@@ -203,7 +204,7 @@ class MetaMethod(Method):
         stages = cache.read_entry(tok_entry)["manifest"]["stages"]
         if phase1 is not None:
             stages = stages + cache.read_entry(phase1)["manifest"]["stages"]
-        transductive = sorted({t for m in manifest["pools"].values() for t in m.get("transductive", [])})
+        transductive = sorted({e for m in manifest["pools"].values() for e in pool_entries(m)})
         return Encoder(key=path.name, path=str(path), stages=[*stages, *manifest["stages"]],
                        provenance={"variant": variant, "cache_entry": path.name, "languages": list(pools),
                                    "tokenizer_entry": tok_entry.name, "phase1_entry": phase1.name if phase1 else None,

@@ -12,6 +12,7 @@ from typing import Any
 from xbench import cache
 from xbench.components.source_models import resolve_source_model
 from xbench.methods.base import Encoder, Method
+from xbench.results.transductive import pool_entries
 
 CODE_VERSION = 1
 
@@ -65,4 +66,4 @@ class ScratchMethod(Method):
         return Encoder(key=path.name, path=str(path), stages=manifest["stages"],
                        provenance={"architecture_of": src.name, "pool": manifest["pool"],
                                    "budget_tokens": manifest["budget_tokens"], "cache_entry": path.name},
-                       flags={"transductive": manifest["pool"].get("transductive", [])}, uses_source_weights=False)
+                       flags={"transductive": pool_entries(manifest["pool"])}, uses_source_weights=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from xbench.components.source_models import resolve_source_model
 from xbench.methods.base import Encoder, Method
+from xbench.results.transductive import pool_entries
 
 
 class SourceMethod(Method):
@@ -16,4 +17,7 @@ class SourceMethod(Method):
         return Encoder(key=f"source:{src.name}:{src.weights_sha256 or 'hub'}", path=src.path, stages=[],
                        source_stages=src.stages,
                        provenance={"source_model": src.name, "weights_sha256": src.weights_sha256,
-                                   "pool": src.manifest.get("pool")})
+                                   "pool": src.manifest.get("pool")},
+                       # Its pretraining pool (xbench-built models only) may hold evaluation text: tiny-en-bert's
+                       # has the XQuAD English contexts.
+                       flags={"transductive": pool_entries(src.manifest.get("pool"))})

@@ -1,14 +1,38 @@
-"""Mean and standard deviation over seeds, per (task, protocol, profile, method, model, language)."""
+"""Mean and standard deviation over seeds, per (task, protocol, profile, method, model, unit).
+
+Values are kept per seed, never as position-matched lists: a seed that lacks a language must not
+shift the others, and an average is taken over the seeds that have every unit it averages.
+"""
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from xbench.errors import XbenchError
+from xbench.results.averages import unit_sets
 from xbench.results.schema import protocol_label
+from xbench.results.transductive import row_flag
 
 RowKey = tuple[str, str, str, str, str]  # task, protocol, profile, method, model
+
+
+class Stat(NamedTuple):
+    """Mean and sample std over the seeds listed (std 0.0 for one seed)."""
+
+    mean: float
+    std: float
+    n: int
+    seeds: tuple[int, ...]
+
+
+def stat_of(per_seed: dict[int, float]) -> Stat | None:
+    if not per_seed:
+        return None
+    seeds = tuple(sorted(per_seed))
+    vals = [per_seed[s] for s in seeds]
+    return Stat(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals), seeds)
 
 
 @dataclass
@@ -16,10 +40,14 @@ class Row:
     key: RowKey
     kind: str
     metric: str
-    per_lang: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    per_lang: dict[str, dict[int, float]] = field(default_factory=dict)  # unit -> seed -> value
     seeds: list[int] = field(default_factory=list)
+    paths: dict[int, str] = field(default_factory=dict)
     compute: list[dict[str, Any]] = field(default_factory=list)
     flags: set[str] = field(default_factory=set)
+    transductive: list[str] = field(default_factory=list)
+    eval_splits: set[str] = field(default_factory=set)
+    excludes: set[str] = field(default_factory=set)
     task_version: int = 0
     data_hashes: set[str] = field(default_factory=set)
     commits: set[str] = field(default_factory=set)
@@ -31,44 +59,78 @@ class Row:
     def method(self) -> str:
         return self.key[3]
 
-    def stats(self, lang: str) -> tuple[float, float, int] | None:
-        vals = self.per_lang.get(lang)
-        if not vals:
-            return None
-        return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+    def stats(self, unit: str) -> Stat | None:
+        return stat_of(self.per_lang.get(unit, {}))
 
-    def average(self, langs: list[str]) -> tuple[float, float, int] | None:
-        """Macro average over `langs` per seed, then mean/std over seeds; None if any is missing."""
-        if any(not self.per_lang.get(lang) for lang in langs) or not langs:
+    def complete_seeds(self, units: list[str]) -> list[int]:
+        return [s for s in self.seeds if all(s in self.per_lang.get(u, {}) for u in units)]
+
+    def average(self, units: list[str]) -> Stat | None:
+        """Macro average over `units` per seed, then mean/std over the seeds that have every unit."""
+        if not units:
             return None
-        n = min(len(self.per_lang[lang]) for lang in langs)
-        per_seed = [statistics.fmean(self.per_lang[lang][i] for lang in langs) for i in range(n)]
-        return statistics.fmean(per_seed), (statistics.stdev(per_seed) if n > 1 else 0.0), n
+        per_seed = {s: statistics.fmean(self.per_lang[u][s] for u in units) for s in self.complete_seeds(units)}
+        return stat_of(per_seed)
+
+    def average_note(self, units: list[str]) -> str | None:
+        """Which seeds an average leaves out and why, when it leaves out some but not all."""
+        used = self.complete_seeds(units)
+        if not units or not used or len(used) == len(self.seeds):
+            return None
+        why = "; ".join(f"seed {s} lacks {', '.join(u for u in units if s not in self.per_lang.get(u, {}))}"
+                        for s in self.seeds if s not in used)
+        return f"avg over seeds {','.join(map(str, used))} ({why})"
+
+    def all_flags(self) -> list[str]:
+        flag = row_flag(self.key[0], self.transductive)
+        return sorted(self.flags | ({flag} if flag else set()))
+
+
+def group_sets(rows: Iterable[Row]) -> dict[str, list[str]]:
+    """The units of each named average for rows shown (or checked) together: every unit any of them
+    scored, without the languages their results exclude. A row lacking one of them has no average."""
+    rows = list(rows)
+    units = sorted({u for r in rows for u in r.per_lang})
+    return unit_sets(units, set().union(*(r.excludes for r in rows)) if rows else ())
 
 
 def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[RowKey, Row]:
-    """Rows for one metric (the primary one of each result by default)."""
+    """Rows for one metric (the primary one of each result by default).
+
+    Two results with one identity (the same seed of the same row) are an error: a copied file
+    would otherwise count as a second seed.
+    """
     rows: dict[RowKey, Row] = {}
     for r in sorted(results, key=lambda r: r["run"]["seed"]):
         key = (r["task"]["name"], protocol_label(r), r["run"]["profile"], r["method"]["name"], r["model"]["name"])
         row = rows.setdefault(key, Row(key, r["method"].get("kind", "transfer"), metric or r["scores"]["metric"]))
-        row.seeds.append(r["run"]["seed"])
-        # Schema 1 predates compared_with: a transfer method was compared with plain scratch.
+        seed = r["run"]["seed"]
+        path = r.get("_path", "(a result not read from a file)")
+        if seed in row.paths:
+            raise XbenchError(f"two results for seed {seed} of {'/'.join(key)}: {row.paths[seed]} and {path}; "
+                              "a seed counts once, remove or move one of them")
+        row.paths[seed] = path
+        row.seeds.append(seed)
         row.compared_with = r["method"].get("compared_with", "scratch" if row.kind == "transfer" else "")
         if r.get("report"):
             row.reports.append(r["report"])
-        for lang, s in r["scores"]["per_language"].items():
+        for unit, s in r["scores"]["per_language"].items():
             if row.metric in s:
-                row.per_lang[lang].append(float(s[row.metric]))
+                row.per_lang.setdefault(unit, {})[seed] = float(s[row.metric])
+        row.excludes.update(r["scores"].get("average_excludes", []))
         row.compute.append(r["compute"])
-        row.flags.update(f"transductive: {x}" for x in r.get("flags", {}).get("transductive", []))
-        if r.get("flags", {}).get("data_setting") == "shared":
+        flags = r.get("flags", {})
+        row.transductive.extend(flags.get("transductive", []))
+        row.flags.update(w if w.lower().startswith("warning") else f"warning: {w}" for w in flags.get("warnings", []))
+        split = r["run"].get("eval_split") or flags.get("eval_split")
+        row.eval_splits.add(split if isinstance(split, str) and split else "?")
+        if flags.get("data_setting") == "shared":
             row.flags.add("shared-data")
-        if r.get("flags", {}).get("xbench_reconstruction"):
+        if flags.get("xbench_reconstruction"):
             row.flags.add("xbench reconstruction")
         row.task_version = r["task"]["version"]
         row.data_hashes.add(r["task"].get("data_hash", ""))
-        git = r["environment"].get("git", {})
+        git = r["environment"].get("git") or {}
         row.commits.add((git.get("commit") or "unknown")[:10] + ("+dirty" if git.get("dirty") else ""))
         row.xbench_versions.add(r.get("xbench_version", "?"))
     return rows

@@ -15,7 +15,8 @@ from typing import Any
 
 from xbench import __version__
 from xbench.errors import DataFormatError
-from xbench.results.aggregate import aggregate
+from xbench.results.aggregate import aggregate, group_sets
+from xbench.results.validate import is_number
 
 DEFAULT_FLOOR = 0.01
 DEFAULT_K = 2.0
@@ -23,19 +24,25 @@ REFERENCE_SCHEMA = "xbench-reference/1"
 
 
 def _entries(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per unit, and `avg` for the card average (xbench/results/averages.py) over the units of every
+    row shown in one leaderboard table, so the check tests the number the leaderboard shows."""
+    rows = aggregate(results)
+    groups: dict[tuple[str, ...], list[Any]] = {}
+    for (task, protocol, profile, _method, model), row in rows.items():
+        groups.setdefault((task, protocol, profile, model, row.metric), []).append(row)
+    card_units = {key: group_sets(grp).get("card", []) for key, grp in groups.items()}
     out = []
-    for key, row in sorted(aggregate(results).items()):
+    for key, row in sorted(rows.items()):
         task, protocol, profile, method, model = key
         base = {"task": task, "protocol": protocol, "profile": profile, "method": method, "model": model,
                 "metric": row.metric}
-        langs = sorted(row.per_lang)
-        for lang in [*langs, "avg"]:
-            stat = row.average(langs) if lang == "avg" else row.stats(lang)
+        averaged = card_units[(task, protocol, profile, model, row.metric)]
+        for lang in [*sorted(row.per_lang), "avg"]:
+            stat = row.average(averaged) if lang == "avg" else row.stats(lang)
             if stat is None:
                 continue
-            mean, std, n = stat
-            out.append({**base, "lang": lang, "mean": round(mean, 6), "std": round(std, 6), "n_seeds": n,
-                        "seeds": sorted(row.seeds)})
+            out.append({**base, "lang": lang, "mean": round(stat.mean, 6), "std": round(stat.std, 6),
+                        "n_seeds": stat.n, "seeds": list(stat.seeds)})
     return out
 
 
@@ -49,19 +56,58 @@ def make_reference(results: list[dict[str, Any]], floor: float = DEFAULT_FLOOR, 
             "entries": _entries(results)}
 
 
+_ENTRY_STR = ("task", "protocol", "profile", "method", "model", "lang", "metric")
+
+
 def load_reference(path: Path) -> dict[str, Any]:
+    """A reference, fully checked: a malformed or empty one is an XbenchError (exit 2), never a
+    traceback and never a pass or a regression (exit 1 means the results moved)."""
     try:
-        ref = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise DataFormatError(path, "reference file not found", expected="a file written by `xbench baseline update`") from None
+    except OSError as exc:
+        raise DataFormatError(path, f"cannot be read ({exc.strerror})") from None
+    try:
+        ref = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(path, f"not UTF-8 text (byte {exc.start})", expected="an xbench reference (JSON)") from None
     except json.JSONDecodeError as exc:
         raise DataFormatError(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
-    if not isinstance(ref, dict) or ref.get("schema") != REFERENCE_SCHEMA or not isinstance(ref.get("entries"), list):
+    except RecursionError:
+        raise DataFormatError(path, "JSON nested too deeply", expected="an xbench reference") from None
+    if not isinstance(ref, dict) or ref.get("schema") != REFERENCE_SCHEMA:
         raise DataFormatError(path, "not an xbench reference", field="schema", expected=REFERENCE_SCHEMA)
+    if not isinstance(ref.get("entries"), list):
+        raise DataFormatError(path, "missing or not a list", field="entries", expected="a list of reference entries")
+    if not ref["entries"]:
+        raise DataFormatError(path, "the reference has no entries, so it would pass any results", field="entries",
+                              expected="entries written by `xbench baseline update` from real results")
+    tol = ref.get("tolerance", {})
+    if not isinstance(tol, dict):
+        raise DataFormatError(path, f"got {type(tol).__name__}", field="tolerance", expected="an object with floor and k")
+    for k in ("floor", "k"):
+        if k in tol and not (is_number(tol[k]) and tol[k] >= 0):
+            raise DataFormatError(path, f"got {tol[k]!r}", field=f"tolerance.{k}", expected="a non-negative number")
+    seen: set[str] = set()
     for i, e in enumerate(ref["entries"]):
-        missing = [k for k in ("task", "protocol", "profile", "method", "model", "lang", "metric", "mean", "std") if k not in e]
+        where = f"entries[{i}]"
+        if not isinstance(e, dict):
+            raise DataFormatError(path, f"got {type(e).__name__}", field=where, expected="an object")
+        missing = [k for k in (*_ENTRY_STR, "mean", "std") if k not in e]
         if missing:
-            raise DataFormatError(path, f"entry {i} lacks {', '.join(missing)}", field=f"entries[{i}]")
+            raise DataFormatError(path, f"entry {i} lacks {', '.join(missing)}", field=where)
+        for k in _ENTRY_STR:
+            if not isinstance(e[k], str):
+                raise DataFormatError(path, f"got {e[k]!r}", field=f"{where}.{k}", expected="a string")
+        for k in ("mean", "std"):
+            if not is_number(e[k]) or (k == "std" and e[k] < 0):
+                raise DataFormatError(path, f"got {e[k]!r}", field=f"{where}.{k}",
+                                      expected="a finite number" + (" >= 0" if k == "std" else ""))
+        eid = entry_id(e)
+        if eid in seen:
+            raise DataFormatError(path, f"{eid} appears twice", field=where, expected="one entry per id")
+        seen.add(eid)
     return ref
 
 

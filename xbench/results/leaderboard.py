@@ -6,16 +6,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xbench.results.aggregate import Row, aggregate
+from xbench.results.aggregate import Row, Stat, aggregate, group_sets
+from xbench.results.averages import LABELS
 
 BASELINE_ORDER = {"source": 0, "scratch": 1}
 
 
-def _fmt(stat: tuple[float, float, int] | None) -> str:
+def _fmt(stat: Stat | None) -> str:
     if stat is None:
         return "–"
-    mean, std, n = stat
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    # One seed has no spread to show; "± 0.0" would claim a measured zero.
+    return f"{100 * stat.mean:.1f}" if stat.n == 1 else f"{100 * stat.mean:.1f} ± {100 * stat.std:.1f}"
 
 
 def _human(x: float) -> str:
@@ -23,6 +24,20 @@ def _human(x: float) -> str:
         if abs(x) >= div:
             return f"{x / div:.1f}{unit}"
     return f"{x:.0f}"
+
+
+def _device_label(d: Any) -> str | None:
+    """`CPU`, `NVIDIA H200`, `NVIDIA H200 ×2` (processes) from a stage record's device."""
+    if not isinstance(d, dict) or not d.get("type"):
+        return None
+    name = "CPU" if d["type"] == "cpu" else str(d.get("name") or d["type"])
+    procs = d.get("processes")
+    return f"{name} ×{procs}" if isinstance(procs, int) and procs > 1 else name
+
+
+def _devices(row: Row, part: str) -> str:
+    labels = {_device_label(s.get("device")) for c in row.compute for s in c.get(part) or [] if isinstance(s, dict)}
+    return " / ".join(sorted(x for x in labels if x))
 
 
 def _compute_cell(row: Row, part: str) -> str:
@@ -36,7 +51,8 @@ def _compute_cell(row: Row, part: str) -> str:
     flops = statistics.fmean(t["flops_est"] for t in totals)
     tokens = statistics.fmean(t["tokens_seen"] for t in totals)
     wall = statistics.fmean(t["wall_seconds"] for t in totals)
-    return f"{_human(flops)}FLOP · {_human(tokens)} tok · {wall:.0f} s"
+    device = _devices(row, part)
+    return f"{_human(flops)}FLOP · {_human(tokens)} tok · {wall:.0f} s" + (f" · {device}" if device else "")
 
 
 def _order(rows: list[Row]) -> list[Row]:
@@ -47,7 +63,8 @@ def build_tables(results: list[dict[str, Any]], lang_order: list[str],
                  average_excludes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One table per (task, protocol, profile, model, metric); rows are methods with baselines last.
 
-    `average_excludes`: languages shown but left out of `Avg` (the card's, e.g. XQuAD's later ro).
+    `average_excludes`: languages shown but left out of the averages (the card's, e.g. XQuAD's later
+    ro), added to those the result files record (scores.average_excludes).
     """
     metrics: list[str] = []
     for r in results:
@@ -74,6 +91,8 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
     from xbench.tasktypes.extractive_qa import parse_unit
 
     rows = aggregate(results, metric)
+    for row in rows.values():
+        row.excludes.update(average_excludes)
     groups: dict[tuple[str, str, str, str], list[Row]] = {}
     for key, row in rows.items():
         task, protocol, profile, _method, model = key
@@ -85,77 +104,94 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
         cells = sorted(u for u in units if parse_unit(u)[0] != parse_unit(u)[1])
         langs = [lang for lang in lang_order if lang in units]
         langs += sorted(units - set(langs) - set(cells))
-        averaged = [lang for lang in langs if lang not in average_excludes]
+        sets = group_sets(grp)
+        card = "gxlt" if "gxlt" in sets else "xlt"
+        left_out = [lang for lang in langs if lang not in sets.get("xlt", [])]
+        avg_cols = [(name, LABELS[name] + (f" (without {', '.join(left_out)})" if name == "xlt" and left_out else ""))
+                    for name in ("xlt", "gxlt") if name in sets]
         ordered = _order(grp)
         body = []
         for r in ordered:
             stats = {lang: r.stats(lang) for lang in langs}
-            avg = r.average(averaged)
+            avgs = {name: r.average(sets[name]) for name, _ in avg_cols}
+            avg = avgs.get(card)
             delta, base = None, _matched_baseline(r, grp)
             if base is not None and avg is not None:
-                b_avg = base.average(averaged)
-                delta = None if b_avg is None else avg[0] - b_avg[0]
-            body.append({"row": r, "cells": stats, "avg": avg, "delta": delta,
-                         "delta_vs": base.method if base is not None else None})
+                b_avg = base.average(sets[card])
+                delta = None if b_avg is None else avg.mean - b_avg.mean
+            notes = [n for n in (r.average_note(sets[name]) for name, _ in avg_cols) if n]
+            body.append({"row": r, "cells": stats, "avgs": avgs, "avg": avg, "delta": delta,
+                         "delta_vs": base.method if base is not None else None,
+                         "flags": sorted(set(r.all_flags()) | set(notes))})
         best: dict[str, float] = {}
-        for col in [*langs, "Avg"]:
-            vals = [(b["avg"] if col == "Avg" else b["cells"][col]) for b in body]
-            vals = [v[0] for v in vals if v is not None]
+        for col in [*langs, *(name for name, _ in avg_cols)]:
+            vals = [(b["avgs"].get(col) if col in LABELS else b["cells"][col]) for b in body]
+            vals = [v.mean for v in vals if v is not None]
             if vals:
                 best[col] = max(vals)
-        matrices = [_gxlt_matrix(r, cells, parse_unit) for r in ordered if any(c in r.per_lang for c in cells)]
+        matrices = [_gxlt_matrix(b, cells, parse_unit) for b in body if any(c in b["row"].per_lang for c in cells)]
         tables.append({"task": task, "protocol": protocol, "profile": profile, "model": model, "langs": langs,
-                       "avg_label": "Avg" + (f" (without {', '.join(x for x in langs if x not in averaged)})"
-                                             if len(averaged) < len(langs) else ""),
+                       "avg_cols": avg_cols, "card": card, "avg_label": dict(avg_cols).get(card, "Avg"),
                        "body": body, "best": best, "metric": metric, "matrices": matrices,
                        "reports": [(r, r.reports) for r in ordered if r.reports]})
     return tables
 
 
-def _gxlt_matrix(row: Row, cells: list[str], parse_unit: Any) -> dict[str, Any]:
+def _gxlt_matrix(b: dict[str, Any], cells: list[str], parse_unit: Any) -> dict[str, Any]:
     """Context x question grid of one row: off-diagonal cells from G-XLT units, the diagonal from XLT."""
+    row: Row = b["row"]
     contexts = sorted({parse_unit(c)[0] for c in cells if c in row.per_lang})
     # Question languages: those of the off-diagonal cells, and a context language where its own
     # (diagonal, XLT) cell was scored too.
     langs = sorted({parse_unit(c)[1] for c in cells if c in row.per_lang} | {c for c in contexts if c in row.per_lang})
     grid = {(c, q): row.stats(c if c == q else f"c={c},q={q}") for c in contexts for q in langs}
-    off = [f"c={c},q={q}" for c in contexts for q in langs if c != q and f"c={c},q={q}" in row.per_lang]
-    return {"row": row, "contexts": contexts, "questions": langs, "grid": grid, "gxlt_mean": row.average(off)}
+    return {"row": row, "contexts": contexts, "questions": langs, "grid": grid, "gxlt_mean": b["avgs"].get("gxlt")}
 
 
-def _cell(stat: tuple[float, float, int] | None, best: float | None) -> str:
+def _cell(stat: Stat | None, best: float | None) -> str:
     text = _fmt(stat)
-    return f"**{text}**" if stat is not None and best is not None and abs(stat[0] - best) < 1e-12 else text
+    return f"**{text}**" if stat is not None and best is not None and abs(stat.mean - best) < 1e-12 else text
 
 
 def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int | None = None) -> str:
     lines = [f"# Leaderboard: {task}", "",
              "Generated by `xbench leaderboard` from result files alone; do not edit by hand.", "",
-             "Cells are mean ± std over seeds (×100, one decimal); the best value of each column is bold. "
-             "`Avg` is the macro average over the columns shown, `–` when a language is missing. "
-             "`Δ vs scratch` compares `Avg` with the method's matched scratch baseline in the same table "
+             "Cells are mean ± std over seeds (×100, one decimal; a value from one seed stands alone, `Seeds` "
+             "lists them); the best value of each column is bold. `Eval split` is the split scored (dev or test). "
+             "`XLT mean` is the macro average over the target-language columns (context and question in one "
+             "language), without the card's later additions where named; MLQA G-XLT tables add the `G-XLT mean` "
+             "over the off-diagonal context ≠ question cells (the MLQA paper's definition). An average is taken "
+             "per seed over the seeds that have every language, `–` when none has; a flag says which seeds "
+             "where some lack one. "
+             "`Δ vs scratch` compares the card average (the G-XLT mean where there is one, else the XLT mean) "
+             "with the method's matched scratch baseline in the same table "
              "(named when it is not plain `scratch`: `scratch-clp` has CLP's tokenizer, data and tokens, "
              "`meta-single` is meta-pretraining's single-phase run). "
              "Compute is the mean per seed, summed over the row's encoders (a per-language method builds one "
              "per language): estimated FLOPs (6 × non-embedding parameters × tokens), training tokens and "
-             "wall seconds. Source pretraining is the source model's own cost when xbench built it, "
-             "`external` for a public checkpoint, `–` when the row uses no source weights.", ""]
+             "wall seconds, and the device they ran on. Source pretraining is the source model's own cost when "
+             "xbench built it, `external` for a public checkpoint, `–` when the row uses no source weights. "
+             "`transductive: <task> (<languages>)` marks a row whose encoder was pretrained on text of the "
+             "evaluation data of this task in those languages.", ""]
     footer_rows: list[Row] = []
     for t in tables:
         lines.append(f"## {t['protocol']} · profile {t['profile']} · model `{t['model']}` · metric {t['metric']}")
         lines.append("")
-        head = ["Method", *t["langs"], t["avg_label"], "Δ vs scratch", "Transfer compute", "Source pretraining", "Seeds", "Flags"]
+        head = ["Method", *t["langs"], *(label for _, label in t["avg_cols"]), "Δ vs scratch", "Transfer compute",
+                "Source pretraining", "Eval split", "Seeds", "Flags"]
         lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(t["langs"]) + 2) + ["---"] * 4) + "|")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(t["langs"]) + len(t["avg_cols"]) + 1) + ["---"] * 5) + "|")
         for b in t["body"]:
             r: Row = b["row"]
             footer_rows.append(r)
             name = f"{r.method} (baseline)" if r.kind == "baseline" else r.method
             delta = _delta(b)
             cells = [_cell(b["cells"][lang], t["best"].get(lang)) for lang in t["langs"]]
-            lines.append("| " + " | ".join([name, *cells, _cell(b["avg"], t["best"].get("Avg")), delta,
+            avgs = [_cell(b["avgs"][n], t["best"].get(n)) for n, _ in t["avg_cols"]]
+            lines.append("| " + " | ".join([name, *cells, *avgs, delta,
                                              _compute_cell(r, "transfer"), _compute_cell(r, "source_pretraining"),
-                                             ",".join(map(str, r.seeds)), ", ".join(sorted(r.flags)) or ""]) + " |")
+                                             ",".join(sorted(r.eval_splits)), ",".join(map(str, r.seeds)),
+                                             ", ".join(b["flags"])]) + " |")
         lines.append("")
         for m in t["matrices"]:
             lines += _matrix_markdown(m)
@@ -192,10 +228,10 @@ REPORT_FIELDS = (("english", "English (selection split)"), ("target_mean", "targ
                  ("transfer_gap", "transfer gap"))
 
 
-def _mean_std(vals: list[float]) -> tuple[float, float, int] | None:
+def _mean_std(vals: list[float]) -> Stat | None:
     if not vals:
         return None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+    return Stat(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals), ())
 
 
 def _reports_markdown(reports: list[tuple[Row, list[dict[str, Any]]]]) -> list[str]:
@@ -220,26 +256,28 @@ def rich_tables(tables: list[dict[str, Any]]) -> list[Any]:
     out = []
     for t in tables:
         table = Table(title=f"{t['task']} · {t['protocol']} · {t['profile']} · {t['model']} ({t['metric']} ×100)")
-        for col in ["Method", *t["langs"], t["avg_label"], "Δ vs scratch", "Transfer compute"]:
-            table.add_column(col, justify="left" if col in ("Method", "Transfer compute") else "right")
+        for col in ["Method", *t["langs"], *(label for _, label in t["avg_cols"]), "Δ vs scratch", "Transfer compute",
+                    "Split", "Seeds"]:
+            table.add_column(col, justify="left" if col in ("Method", "Transfer compute", "Split", "Seeds") else "right")
         for b in t["body"]:
             r = b["row"]
             cells = []
-            for lang in [*t["langs"], "Avg"]:
-                stat = b["avg"] if lang == "Avg" else b["cells"][lang]
+            for col in [*t["langs"], *(n for n, _ in t["avg_cols"])]:
+                stat = b["avgs"][col] if col in LABELS else b["cells"][col]
                 text = _fmt(stat)
-                best = t["best"].get(lang)
-                cells.append(f"[bold]{text}[/bold]" if stat and best is not None and abs(stat[0] - best) < 1e-12 else text)
+                best = t["best"].get(col)
+                cells.append(f"[bold]{text}[/bold]" if stat and best is not None and abs(stat.mean - best) < 1e-12 else text)
             delta = _delta(b)
             table.add_row(r.method + (" (baseline)" if r.kind == "baseline" else ""), *cells, delta,
-                          _compute_cell(r, "transfer"))
+                          _compute_cell(r, "transfer"), ",".join(sorted(r.eval_splits)), ",".join(map(str, r.seeds)))
         out.append(table)
     return out
 
 
 def write_leaderboards(results_dir: Path, out_dir: Path, task: str | None = None) -> list[tuple[Path, list[dict[str, Any]]]]:
     from xbench.registry import all_cards
-    from xbench.results.schema import iter_results
+    from xbench.errors import XbenchError
+    from xbench.results.schema import iter_results, path_component_problem
 
     cards = all_cards()
     results = iter_results(results_dir, task)
@@ -249,6 +287,10 @@ def write_leaderboards(results_dir: Path, out_dir: Path, task: str | None = None
     written = []
     from xbench.atomic import atomic_write_text
 
+    for name in by_task:  # load_result refuses these too; checked again because each names a file written here
+        problem = path_component_problem("task name", name)
+        if problem:
+            raise XbenchError(f"{by_task[name][0].get('_path', 'a result')}: field 'task.name': {problem}")
     for name, rs in sorted(by_task.items()):
         card = cards.get(name)
         order = list(card.languages) if card else sorted({lang for r in rs for lang in r["scores"]["per_language"]})

@@ -150,10 +150,9 @@ class ExtractiveQA(TaskType):
         A run of excluded languages only (xquad --langs ro) averages them, as there is nothing else;
         the result's `averaged_over` says so.
         """
-        excluded = set(self.card.raw.get("average_excludes") or [])
-        kept = [u for u in units if not excluded & set(parse_unit(u))]
-        off_diagonal = [u for u in kept if parse_unit(u)[0] != parse_unit(u)[1]]
-        return off_diagonal or kept or list(units)
+        from xbench.results.averages import unit_sets  # the one definition of the averages
+
+        return unit_sets(units, self.card.raw.get("average_excludes") or ()).get("card", list(units))
 
     def scoring_info(self) -> dict[str, Any]:
         s = self.settings
