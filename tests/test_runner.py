@@ -24,7 +24,11 @@ def test_loss_goes_down_and_record_is_complete(tmp_path):
     assert sum(out.losses[-10:]) / 10 < sum(out.losses[:10]) / 10
     r = out.record
     assert r.optimizer_steps == 60
-    assert r.tokens_seen == pytest.approx(r.tokens_seen) and r.tokens_seen > 0
+    # 60 steps of batch 8 over the 96 toy features are exactly 5 epochs, so every feature is seen
+    # 5 times whatever the order; tokens are the unpadded lengths (padding is not counted).
+    features = toy_features()
+    assert len(features) == 96 and 60 * 8 == 5 * len(features)
+    assert r.tokens_seen == 5 * sum(len(f["input_ids"]) for f in features)
     assert r.flops_est == 6 * r.params["non_embedding"] * r.tokens_seen
     assert r.params["non_embedding"] < r.params["total"]
     assert r.wall_seconds > 0 and r.peak_memory_bytes > 0 and r.precision == "fp32"
@@ -107,3 +111,27 @@ def test_same_seed_same_losses(tmp_path):
     a = train(str(tmp_path / "a"), steps=8, checkpoint_every=0)
     b = train(str(tmp_path / "b"), steps=8, checkpoint_every=0)
     assert a.losses == b.losses
+
+
+def test_frozen_parameters_are_not_optimised(tmp_path):
+    from xbench.runner.trainer import _optimizer
+
+    model = toy_model()
+    frozen = {n for n, p in model.named_parameters() if n.startswith("bert.embeddings.")}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n not in frozen)
+    assert frozen and len(frozen) < len(list(model.parameters()))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    args = TrainArgs(lr=1e-2, max_steps=5, weight_decay=0.1, progress=False)
+    in_optimizer = {id(p) for g in _optimizer(model, args).param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in model.parameters() if p.requires_grad}
+
+    plan = FeaturePlan(toy_features(), seed=1, batch_size=8, pad_values={"input_ids": 0})
+    Runner(args, tmp_path / "w").fit(model, plan, ce_loss)
+    after = dict(model.named_parameters())
+    for n in frozen:
+        assert torch.equal(after[n].detach(), before[n]), f"frozen {n} changed"
+        assert after[n].grad is None  # no gradient was even computed for it
+    unchanged = [n for n in after if n not in frozen and torch.equal(after[n].detach(), before[n])]
+    assert not unchanged, f"trainable parameters that did not move: {unchanged}"
