@@ -144,11 +144,26 @@ class Runner:
     def ckpt_root(self) -> Path:
         return self.workdir / "checkpoints"
 
-    def latest_checkpoint(self) -> Path | None:
+    def _checkpoints(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Complete checkpoints, oldest first, with their trainer state."""
         if not self.ckpt_root.is_dir():
-            return None
-        done = [p for p in self.ckpt_root.glob("step-*") if (p / "trainer_state.json").is_file()]
-        return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+            return []
+        out = []
+        for p in self.ckpt_root.glob("step-*"):
+            try:
+                out.append((int(p.name.split("-")[1]), p, json.loads((p / "trainer_state.json").read_text())))
+            except (ValueError, OSError):  # a foreign folder, or a checkpoint without its state
+                continue
+        return [(p, st) for _, p, st in sorted(out, key=lambda t: t[0])]
+
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = self._checkpoints()
+        return ckpts[-1][0] if ckpts else None
+
+    def healthy_checkpoint(self) -> Path | None:
+        """The newest checkpoint named good (see `checkpoint_is_healthy`): the one resume starts from."""
+        good = [p for p, st in self._checkpoints() if checkpoint_is_healthy(st)]
+        return good[-1] if good else None
 
     def _save_checkpoint(self, model, optimizer, scheduler, state: dict[str, Any]) -> None:
         acc = self.accelerator
@@ -158,22 +173,53 @@ class Runner:
             with atomic_dir(target) as tmp:
                 torch.save({"model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict()}, tmp / "state.pt")
-                rng = {"torch": torch.get_rng_state(), "python": None}
+                # Tensors only, so that it loads with weights_only=True (the python RNG is never used here).
+                rng = {"torch": torch.get_rng_state()}
                 if torch.cuda.is_available():
                     rng["cuda"] = torch.cuda.get_rng_state_all()
                 torch.save(rng, tmp / "rng.pt")
                 atomic_write_json(tmp / "trainer_state.json", state)
-            old = sorted(self.ckpt_root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-            for p in old[:-self.args.keep_checkpoints]:
-                shutil.rmtree(p, ignore_errors=True)
+            self._prune()
         acc.wait_for_everyone()
 
+    def _confirm_checkpoint(self, state: dict[str, Any], next_loss: float) -> None:
+        """Record the first loss computed from the newest checkpoint's weights, which decides whether
+        those weights are good: with a huge learning rate the loss before a step is fine and the
+        weights after it are already ruined."""
+        pending = state.get("unconfirmed_checkpoint")
+        if pending is None:
+            return
+        state["unconfirmed_checkpoint"] = None
+        if not self.accelerator.is_main_process:
+            return
+        path = self.ckpt_root / f"step-{pending}" / "trainer_state.json"
+        try:
+            saved = json.loads(path.read_text())
+        except OSError:
+            return
+        saved["next_loss"] = next_loss
+        saved["healthy"] = bool(saved.get("healthy")) and loss_is_healthy(next_loss, saved["losses"][0])
+        saved["confirmed"] = True
+        atomic_write_json(path, saved)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the newest `keep_checkpoints` and, always, the newest confirmed healthy one."""
+        ckpts = self._checkpoints()
+        keep = {p for p, _ in ckpts[-max(1, self.args.keep_checkpoints):]}
+        good = [p for p, st in ckpts if checkpoint_is_healthy(st) and st.get("confirmed")]
+        if good:
+            keep.add(good[-1])
+        for p, _ in ckpts:
+            if p not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+
     def _load_checkpoint(self, path: Path, model, optimizer, scheduler) -> dict[str, Any]:
-        blob = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+        blob = _load_tensors(path / "state.pt")
         self.accelerator.unwrap_model(model).load_state_dict(blob["model"])
         optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
-        rng = torch.load(path / "rng.pt", weights_only=False)
+        rng = _load_tensors(path / "rng.pt")
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
@@ -218,10 +264,18 @@ class Runner:
 
         state: dict[str, Any] = {"step": 0, "epoch": 0, "position": 0, "tokens_seen": 0, "losses": [],
                                  "evals": [], "best": None, "wall_seconds": 0.0}
-        ckpt = self.latest_checkpoint() if resume else None
+        ckpt = self.healthy_checkpoint() if resume else None
         if ckpt is not None:
             state = self._load_checkpoint(ckpt, model, optimizer, scheduler)
-        elif self.workdir.exists() and not resume:
+            state["unconfirmed_checkpoint"] = None if state.get("confirmed") else state["step"]
+            if acc.is_main_process:
+                # Newer checkpoints are bad ones of the abandoned trajectory: never resume from them.
+                for p, _ in self._checkpoints():
+                    if int(p.name.split("-")[1]) > state["step"]:
+                        shutil.rmtree(p, ignore_errors=True)
+            acc.wait_for_everyone()
+        elif self.workdir.exists() and acc.is_main_process:
+            # Not resuming, or nothing good to resume from: start clean.
             shutil.rmtree(self.ckpt_root, ignore_errors=True)
             shutil.rmtree(self.workdir / "best", ignore_errors=True)
 
@@ -254,10 +308,14 @@ class Runner:
                     loss = sum(losses.values())
                     value = float(loss.detach())
                     if not math.isfinite(value):
-                        last = self.latest_checkpoint()
+                        self._confirm_checkpoint(state, value)
+                        good = self.healthy_checkpoint()
+                        any_ckpt = self.latest_checkpoint()
                         raise TrainingDiverged(
                             f"stage '{self.name}': non-finite loss ({value}) at step {step + 1}; "
-                            + (f"the last good checkpoint is {last}" if last else "no checkpoint was written yet")
+                            + (f"the last good checkpoint is {good} (--resume starts from it)" if good else
+                               "no good checkpoint exists (the losses of every one were exploding; a resumed run "
+                               "starts from step 0)" if any_ckpt else "no checkpoint was written yet")
                             + "; lower the learning rate or check the data")
                     acc.backward(loss / a.grad_accum)
                 step_loss += value / a.grad_accum
@@ -274,6 +332,7 @@ class Runner:
             if world > 1:
                 step_loss = float(acc.reduce(torch.tensor(step_loss, device=acc.device), "mean"))
             state["losses"].append(step_loss)
+            self._confirm_checkpoint(state, step_loss)
             progress.update(state["step"], step_loss)
             tokens_total = self._global_tokens(state["tokens_seen"])
             done = state["step"] >= total or (a.max_tokens is not None and tokens_total >= a.max_tokens)
@@ -290,7 +349,13 @@ class Runner:
                         self._save_best(model, entry)
             state["wall_seconds"] = time.perf_counter() - t0
             if a.checkpoint_every and (state["step"] % a.checkpoint_every == 0 or done):
+                window = state["losses"][state.get("last_checkpoint_step", 0):]
+                state["healthy"] = all(loss_is_healthy(x, state["losses"][0]) for x in window)
+                state["confirmed"] = False
+                state.pop("next_loss", None)
+                state["last_checkpoint_step"] = state["step"]
                 self._save_checkpoint(model, optimizer, scheduler, state)
+                state["unconfirmed_checkpoint"] = state["step"]
             if kill_at and state["step"] == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
             if done:
@@ -298,7 +363,7 @@ class Runner:
         progress.close()
 
         if select_metric is not None and state["best"] is not None:
-            best_state = torch.load(self.workdir / "best" / "model.pt", map_location="cpu", weights_only=True)
+            best_state = _load_tensors(self.workdir / "best" / "model.pt")
             acc.unwrap_model(model).load_state_dict(best_state)
         record = StageRecord(
             name=self.name, optimizer_steps=state["step"], tokens_seen=self._global_tokens(state["tokens_seen"]),
@@ -321,6 +386,38 @@ class Runner:
         # Every rank must take the same number of steps, so drop the ragged tail.
         usable = len(batches) - len(batches) % world
         return batches[rank:usable:world]
+
+
+# A loss "explodes" once it exceeds this many times the stage's first loss (floored at 1, so that a
+# stage starting near zero loss is not flagged for noise). Divergence with a too-high learning rate
+# goes up by orders of magnitude within a few steps (1.1 -> 9,153 -> 838,397 -> NaN), while healthy
+# training stays below its first loss, so the factor is not delicate.
+EXPLODE_FACTOR = 10.0
+
+
+def loss_is_healthy(loss: float, first_loss: float) -> bool:
+    return math.isfinite(loss) and loss <= EXPLODE_FACTOR * max(first_loss, 1.0)
+
+
+def checkpoint_is_healthy(state: dict[str, Any]) -> bool:
+    """A checkpoint is good when every loss since the previous checkpoint, and the first loss computed
+    from its own weights (once known), is finite and not exploding (`loss_is_healthy`). Checkpoints
+    written before this rule are judged on all their recorded losses."""
+    if "healthy" in state:
+        return bool(state["healthy"])
+    losses = state.get("losses") or []
+    return bool(losses) and all(loss_is_healthy(x, losses[0]) for x in losses)
+
+
+def _load_tensors(path: Path) -> Any:
+    """torch.load that unpickles nothing but tensors and plain containers: checkpoints sit in
+    cache folders that may be shared, and a full unpickle would run whatever a planted file says."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for a refused object, RuntimeError/EOFError for a broken file
+        raise XbenchError(f"{path}: not a checkpoint xbench can load safely (only tensors and plain containers "
+                          f"are read, never pickled objects): {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                          "delete it (or the whole work folder) to start that stage again") from e
 
 
 class _null:
