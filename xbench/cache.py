@@ -57,17 +57,27 @@ def get_or_build(kind: str, key: dict[str, Any], build: Callable[[Path, Path], d
     persists across interrupted attempts and is deleted after success. Its return value is
     stored as the entry's manifest.
     """
+    return get_or_build_status(kind, key, build)[0]
+
+
+def get_or_build_status(kind: str, key: dict[str, Any],
+                        build: Callable[[Path, Path], dict[str, Any] | None]) -> tuple[Path, bool]:
+    """`get_or_build`, plus whether this call built the entry (False: it was reused).
+
+    Only this can tell: an entry absent before the call may have been finished by another
+    process while this one waited on the lock, and then it was reused, not built.
+    """
     path = entry_path(kind, key)
     if (path / "entry.json").is_file():
-        return path
+        return path, False
     world, rank = _world()
     if world > 1:
         # Under torchrun a build trains with DDP, so every rank must run it (a lock would deadlock
         # the collectives); rank 0 publishes the entry, the others drop their copies.
-        return _build_distributed(kind, key, build, path, rank)
+        return _build_distributed(kind, key, build, path, rank), True
     with _locked(path.with_name(path.name + ".lock")):
         if (path / "entry.json").is_file():  # built by another process while we waited
-            return path
+            return path, False
         work = path.with_name(path.name + ".work")
         work.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
@@ -78,7 +88,7 @@ def get_or_build(kind: str, key: dict[str, Any], build: Callable[[Path, Path], d
                                                    "build_seconds": round(time.time() - t0, 3),
                                                    "manifest": manifest})
         shutil.rmtree(work, ignore_errors=True)
-    return path
+    return path, True
 
 
 def _build_distributed(kind: str, key: dict[str, Any], build: Callable[[Path, Path], dict[str, Any] | None],

@@ -29,6 +29,22 @@ def _csv(value: str | None) -> list[str]:
     return [x.strip() for x in value.split(",") if x.strip()] if value else []
 
 
+def _parse_seeds(value: str | None) -> list[int] | None:
+    """`--seeds 1,2,3`; None when not given. An empty list or item is an error, not "the profile's seeds"."""
+    if value is None:
+        return None
+    items = [x.strip() for x in value.split(",")]
+    bad = [x for x in items if not x.lstrip("-").isdigit()]
+    if not value.strip() or bad:
+        shown = ", ".join(repr(x) for x in bad) if value.strip() else "nothing"
+        raise XbenchError(f"--seeds expects comma-separated non-negative integers (e.g. 1,2,3), got {shown} in '{value}'")
+    seeds = [int(x) for x in items]
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise XbenchError(f"--seeds: seeds are non-negative integers, got {', '.join(map(str, negative))}")
+    return seeds
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"xbench {__version__}")
@@ -109,12 +125,8 @@ def run(
     from xbench.pipeline import RunRequest
     from xbench.pipeline import run as run_pipeline
 
-    try:
-        seed_list = [int(s) for s in _csv(seeds)]
-    except ValueError:
-        raise XbenchError(f"--seeds expects comma-separated integers, got '{seeds}'") from None
     req = RunRequest(method=method, task=task, langs=_csv(langs), protocol=protocol, profile=profile, model=model,
-                     seeds=seed_list or None, output_dir=str(output_dir), data_dir=str(data_dir) if data_dir else None,
+                     seeds=_parse_seeds(seeds), output_dir=str(output_dir), data_dir=str(data_dir) if data_dir else None,
                      resume=resume, overwrite=overwrite, params=_parse_params(param or []),
                      options=_task_options(question_langs, treebank, option or []),
                      overrides=_parse_params(set_ or []))
@@ -140,6 +152,11 @@ def _print_run_table(console, paths: list[Path]) -> None:
     results = [load_result(p) for p in paths]
     if not results:
         return
+    if not console.is_terminal:
+        # Piped or in CI, rich assumes 80 columns and cuts a 12-language table to `5…`; a log has no width.
+        from rich.console import Console
+
+        console = Console(file=console.file, width=10_000, no_color=True)
     langs = results[0]["scores"]["languages"]
     metric = results[0]["scores"]["metric"]
     table = Table(title=f"{results[0]['task']['name']} · {results[0]['method']['name']} · {metric} ×100")
@@ -235,16 +252,12 @@ def baseline_update(
 @app.command()
 def validate() -> None:
     """Check every task card and profile and report every problem at once."""
-    from xbench.profiles import available, validate_profile
+    from xbench.profiles import available, profile_problems
     from xbench.registry import validate_all_cards
-
-    import yaml
-
-    from xbench.profiles import PROFILE_DIR
 
     cards, problems = validate_all_cards()
     for name in available():
-        problems += validate_profile(yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text()), name)
+        problems += profile_problems(name)
     console = _console()
     if problems:
         console.print(f"[red]{len(problems)} problem(s):[/red]")

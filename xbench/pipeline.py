@@ -6,10 +6,14 @@ method, so rows of one leaderboard differ only in their encoders.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +21,10 @@ from typing import Any
 from xbench import __version__
 from xbench.atomic import atomic_write_json, atomic_write_text, hash_json
 from xbench.errors import ConfigError, XbenchError
-from xbench.profiles import load_profile
+from xbench.profiles import SETTINGS, TOP_LEVEL, check_seeds, check_value, load_profile, load_yaml
 from xbench.registry import TaskCard, get_method, get_task, load_object
-from xbench.results.schema import SCHEMA_VERSION, result_path
+from xbench.results.schema import (SCHEMA_VERSION, model_slug, path_component_problem, protocol_dir,
+                                   result_path)
 
 FINETUNE_CODE_VERSION = 1
 
@@ -91,9 +96,13 @@ def resolve(req: RunRequest) -> ResolvedRun:
         finetune = dict(profile["finetune"].get(card.task_type, {}))
         if not finetune:
             problems.append(f"profile '{req.profile}' has no fine-tuning settings for task type '{card.task_type}'")
-    seeds = req.seeds if req.seeds else (profile["seeds"] if profile else [])
-    if len(set(seeds)) != len(seeds):
-        problems.append(f"duplicate seeds in {seeds}")
+    seeds = req.seeds if req.seeds is not None else (profile["seeds"] if profile else [])
+    if req.seeds is not None:
+        problems += check_seeds(list(req.seeds), "--seeds")
+    problems += _path_problems(req, card, profile)
+    output_problem = output_dir_problem(Path(req.output_dir))
+    if output_problem:
+        problems.append(output_problem)
     if problems:
         raise ConfigError(problems, source="xbench run")
     assert card is not None and profile is not None
@@ -126,29 +135,96 @@ def options_variant(options: dict[str, Any]) -> str:
 
 def apply_overrides(profile: dict[str, Any], overrides: dict[str, str],
                     task_type: str | None) -> tuple[dict[str, Any], list[str]]:
-    """Apply dotted --set overrides to a copy of the profile; `finetune.x` means this task type's block."""
+    """Apply dotted --set overrides to a copy of the profile; `finetune.x` means this task type's block.
+
+    Keys, types and ranges are checked against the profile schema (xbench.profiles.SETTINGS): a typo
+    or a negative step count would otherwise be carried along, ignored or trained on silently.
+    """
     import copy
 
     import yaml
 
     out, problems = copy.deepcopy(profile), []
     for dotted, raw in overrides.items():
-        parts = dotted.split(".")
-        if parts[0] == "finetune" and task_type is not None and len(parts) == 2:
-            parts = ["finetune", task_type, parts[1]]
-        node: Any = out
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if not isinstance(node, dict) or (parts[-1] not in node and parts[0] not in ("finetune", "pretrain")):
-            problems.append(f"--set {dotted}: no such profile setting")
+        where = f"--set {dotted}"
+        try:
+            value = load_yaml(raw)
+        except yaml.YAMLError:
+            problems.append(f"{where}: cannot read the value {raw!r}")
             continue
-        node[parts[-1]] = yaml.safe_load(raw)
+        parts = dotted.split(".")
+        if parts[0] in SETTINGS:
+            section = parts[0]
+            if section == "finetune" and len(parts) == 2:
+                if task_type is None:  # the unknown task is reported on its own
+                    continue
+                parts = ["finetune", task_type, parts[1]]
+            if len(parts) != 3:
+                problems.append(f"{where}: expected {section}.<block>.<setting>"
+                                + (" or finetune.<setting>" if section == "finetune" else ""))
+                continue
+            blocks = out[section]
+            if parts[1] not in blocks:
+                problems.append(f"{where}: profile '{profile['name']}' has no {section} block '{parts[1]}'; "
+                                f"valid blocks: {', '.join(blocks)}")
+                continue
+            spec = SETTINGS[section].get(parts[2])
+            if spec is None:
+                problems.append(f"{where}: unknown setting '{parts[2]}' in {section}.{parts[1]}; "
+                                f"valid keys: {', '.join(SETTINGS[section])}")
+                continue
+            value, problem = check_value(where, value, spec)
+            if problem:
+                problems.append(problem)
+                continue
+            blocks[parts[1]][parts[2]] = value
+        elif len(parts) == 1 and parts[0] in TOP_LEVEL:
+            value, problem = check_value(where, value, TOP_LEVEL[parts[0]])
+            extra = check_seeds(value, where) if parts[0] == "seeds" and not problem else []
+            if parts[0] == "data_setting" and not problem and value not in ("shared", "standard"):
+                extra.append(f"{where}: expected 'shared' or 'standard', got {value!r}")
+            if problem or extra:
+                problems += [problem] if problem else extra
+                continue
+            out[parts[0]] = value
+        else:
+            problems.append(f"{where}: no such profile setting; valid: finetune.<setting>, "
+                            f"pretrain.<block>.<setting>, {', '.join(TOP_LEVEL)}")
     return out, problems
 
 
 @dataclass
+def _path_problems(req: RunRequest, card: TaskCard | None, profile: dict[str, Any] | None) -> list[str]:
+    """Every name that becomes a folder of the result path, checked by the one rule result_path applies."""
+    parts: list[tuple[str, Any]] = [("method", req.method)]
+    if card is not None:
+        parts += [("task", card.name),
+                  ("protocol", protocol_dir(req.protocol or card.default_protocol, options_variant(req.options)))]
+    if profile is not None:
+        parts += [("profile", profile["name"]), ("model", model_slug(req.model or profile["model"]))]
+    # Seeds are checked by check_seeds; result_path applies path_component_problem to them as well.
+    problems = [path_component_problem(what, value) for what, value in parts]
+    return [p for p in problems if p]
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why results cannot be written under `path`, found before any work rather than after training."""
+    if path.exists() and not path.is_dir():
+        return f"--output-dir {path} is a file, not a folder"
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"--output-dir {path}: {probe} is a file, not a folder"
+    try:  # the permission bits do not tell (root, ACLs, read-only mounts): try it
+        fd, tmp = tempfile.mkstemp(prefix=".xbench-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        return f"--output-dir {path} is not writable: cannot create a file in {probe} ({exc.strerror})"
+    return None
+
+
 class TrainGroup:
     """One fine-tuning run: an encoder, a training language, and the languages it is evaluated on."""
 
@@ -176,10 +252,7 @@ def run(req: RunRequest, console: Any = None) -> list[Path]:
     targets = {seed: result_path(out_root, rr.card.name, rr.protocol, rr.profile["name"], req.method, rr.model, seed,
                                  variant=rr.variant)
                for seed in rr.seeds}
-    clashes = [p for p in targets.values() if p.exists()]
-    if clashes and not (req.overwrite or req.resume):
-        raise XbenchError("result file(s) already exist: " + ", ".join(map(str, clashes))
-                          + "; pass --overwrite to replace them, --resume to skip them, or choose another --output-dir")
+    _check_existing(rr, targets)
 
     from xbench.methods.base import RunContext
 
@@ -187,29 +260,34 @@ def run(req: RunRequest, console: Any = None) -> list[Path]:
 
     quiet_transformers()
     written: list[Path] = []
-    for seed in rr.seeds:
-        path = targets[seed]
-        if path.exists() and req.resume and not req.overwrite:
-            _say(console, f"[dim]seed {seed}: {path} exists, skipping (--resume)[/dim]")
+    with contextlib.ExitStack() as locks:
+        if _is_main_process():  # the ranks of one torchrun job are one run
+            for path in targets.values():
+                locks.enter_context(_result_lock(out_root, path))
+            _check_existing(rr, targets)  # again: a run that held the lock may have finished a seed meanwhile
+        for seed in rr.seeds:
+            path = targets[seed]
+            if path.exists() and req.resume and not req.overwrite:
+                _say(console, f"[dim]seed {seed}: {path} exists with this run's identity, skipping (--resume)[/dim]")
+                written.append(path)
+                continue
+            ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params,
+                             resume=req.resume, langs=list(req.langs))
+            method = load_object(method_info.target)(ctx)
+            result = _run_seed(rr, method, seed, out_root, console)
+            report = method.extra_report(result)
+            if report is not None:
+                result["report"] = report
+            if not _is_main_process():  # every rank computed the same result; one writes it
+                continue
+            pred_dir = path.with_suffix("").with_name(path.stem + ".predictions")
+            for lang, records in result.pop("_predictions").items():
+                atomic_write_text(pred_dir / f"{lang}.jsonl",
+                                  "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            atomic_write_json(path, result)
+            shutil.rmtree(_workdir(out_root, rr, req.method, seed), ignore_errors=True)
             written.append(path)
-            continue
-        ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params, resume=req.resume,
-                         langs=list(req.langs))
-        method = load_object(method_info.target)(ctx)
-        result = _run_seed(rr, method, seed, out_root, console)
-        report = method.extra_report(result)
-        if report is not None:
-            result["report"] = report
-        if not _is_main_process():  # every rank computed the same result; one writes it
-            continue
-        pred_dir = path.with_suffix("").with_name(path.stem + ".predictions")
-        for lang, records in result.pop("_predictions").items():
-            atomic_write_text(pred_dir / f"{lang}.jsonl",
-                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        atomic_write_json(path, result)
-        shutil.rmtree(_workdir(out_root, rr, req.method, seed), ignore_errors=True)
-        written.append(path)
-        _say(console, f"[green]wrote[/green] {path}")
+            _say(console, f"[green]wrote[/green] {path}")
     return written
 
 
@@ -256,6 +334,140 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         flags["transductive"].update(enc.flags.get("transductive", []))
         flags.update({k: v for k, v in enc.flags.items() if k != "transductive"})
         _say(console, f"[bold]seed {seed}[/bold] · encoder {enc.key[:24]} · fine-tune on {group.train_lang}/{train_split}"
+def _check_existing(rr: ResolvedRun, targets: dict[int, Path]) -> None:
+    """Refuse to replace a result without --overwrite, and to keep one under --resume that is not this run's."""
+    req = rr.request
+    root = Path(req.output_dir).resolve()
+    outside = [str(p) for p in targets.values() if not p.resolve().is_relative_to(root)]
+    if outside:  # result_path's checked names cannot do this; a symlink inside the output tree can
+        raise XbenchError(f"result path(s) {', '.join(outside)} resolve outside --output-dir {req.output_dir}")
+    existing = [p for p in targets.values() if p.exists()]
+    if not existing or req.overwrite:
+        return
+    if not req.resume:
+        raise XbenchError("result file(s) already exist: " + ", ".join(map(str, existing))
+                          + "; pass --overwrite to replace them, --resume to skip them, or choose another --output-dir")
+    problems = [d for path in existing for d in resume_differences(rr, path)]
+    if problems:
+        raise ConfigError(problems + ["--resume keeps only results of the same identity; pass --overwrite to "
+                                      "replace them, or choose another --output-dir"], source="xbench run --resume")
+
+
+def resume_differences(rr: ResolvedRun, path: Path) -> list[str]:
+    """How the result at `path` differs from what this run would write (empty: --resume may keep it).
+
+    The identity is the evaluated languages and task options, the resolved config (its hash covers
+    the xbench and fine-tuning code versions, settings and overrides) and the data: every file the
+    result lists is hashed again, so an edited data file is not taken for the one that was scored.
+    """
+    from xbench.results.schema import load_result
+
+    old = load_result(path)
+    req, run_info = rr.request, old.get("run") or {}
+    out: list[str] = []
+    try:
+        want = rr.card.task_type_impl(req.options).eval_units(list(req.langs))
+    except XbenchError:
+        want = list(req.langs)
+    have = run_info.get("eval_langs") or (old.get("scores") or {}).get("languages") or []
+    if sorted(map(str, have)) != sorted(want):
+        out.append(f"{path} was made for languages {', '.join(map(str, have)) or '(none)'}, "
+                   f"this run asks {', '.join(want)}")
+    if run_info.get("variant", "") != rr.variant:
+        out.append(f"{path} was made with task options '{run_info.get('variant', '')}', this run has '{rr.variant}'")
+    diffs = _config_differences(old.get("config"), rr.config)  # the content, not only the hash it claims
+    if diffs or old.get("config_hash") != rr.config_hash:
+        shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+        out.append(f"{path}: config differs (result vs this run): {shown or 'config_hash only'}")
+    if old.get("xbench_version") != __version__ and not any(d.startswith("xbench_version ") for d in diffs):
+        out.append(f"{path} was made by xbench {old.get('xbench_version')}, this is {__version__}")
+    out += _data_differences(path, old, req.data_dir)
+    return out
+
+
+def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                out.append(f"{name} {json.dumps(old.get(key)) if key in old else '(absent)'} vs "
+                           f"{json.dumps(new.get(key)) if key in new else '(absent)'}")
+            else:
+                out += _config_differences(old[key], new[key], name)
+        return out
+    if old != new:
+        return [f"{prefix or 'config'} {json.dumps(old)} vs {json.dumps(new)}"]
+    return []
+
+
+def _data_differences(path: Path, old: dict[str, Any], data_dir: str | None) -> list[str]:
+    from xbench.data.sources import data_roots, file_hash
+
+    roots = data_roots(data_dir)
+    data = (old.get("task") or {}).get("data") or {}
+    out = []
+    for split, prov in (data.items() if isinstance(data, dict) else []):
+        for rec in (prov.get("files") or []) if isinstance(prov, dict) else []:
+            rel, recorded = str(rec.get("path", "")), rec.get("sha256")
+            found = Path(rel) if Path(rel).is_absolute() else (roots.find(rel) if roots else None)
+            if found is None or not found.is_file():
+                out.append(f"{path}: its data file {rel} ({split}) is not in the data roots now")
+            elif file_hash(found) != recorded:
+                out.append(f"{path}: data file {found} ({split}) changed since the result was made "
+                           f"(SHA-256 {str(recorded)[:12]}… vs {file_hash(found)[:12]}…)")
+    return out
+
+
+@contextlib.contextmanager
+def _result_lock(out_root: Path, path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on one result path for a seed's whole run, or refuse at once.
+
+    Two runs of the same identity would otherwise both train and the later silently replace the
+    other's file. The lock file carries the holder's pid for the message.
+    """
+    import fcntl
+    import socket
+
+    lock = out_root / ".work" / "locks" / path.relative_to(out_root).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        f = open(lock, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise XbenchError(f"{path} is being written by another xbench run ({holder}); wait for it to finish, "
+                              "or choose another --output-dir") from None
+        try:  # the previous holder may have removed the file between our open and flock
+            same = os.fstat(f.fileno()).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+        top, folder = out_root / ".work" / "locks", lock.parent
+        while folder != top.parent and folder.is_relative_to(top):  # empty lock folders, up to .work/locks
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            folder = folder.parent
+
+
                       f" · eval {','.join(group.eval_langs)}/{eval_split}")
         tuned = _finetune(rr, task_type, enc, group, train_split, select_split, seed,
                           _workdir(out_root, rr, req.method, seed) / f"group-{gi}", data_prov)
@@ -399,9 +611,9 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
         return {"record": fit.record.to_dict(), "best": fit.best}
 
-    entry = cache.entry_path("finetuned", key)
-    cached = (entry / "entry.json").is_file()
-    path = cache.get_or_build("finetuned", key, build)
+    # Decided by the cache under its lock: an entry another run finished while we waited is reused.
+    path, built = cache.get_or_build_status("finetuned", key, build)
+    cached = not built
     manifest = cache.read_entry(path)["manifest"]
     from safetensors.torch import load_file
 

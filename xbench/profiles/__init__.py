@@ -1,6 +1,8 @@
 """Run profiles: named bundles of defaults (model, seeds, fine-tuning and pretraining budgets)."""
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,76 @@ REQUIRED = {"name": str, "description": str, "data_setting": str, "model": str, 
             "finetune": dict, "pretrain": dict}
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's YAML 1.1 resolver reads `1e-3` (no dot) as a string; YAML 1.2 and every user read a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Safe YAML with `1e-3` read as a float: for profiles and `--set` values alike."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+Range = tuple[str, Callable[[Any], bool]]
+_POSITIVE: Range = ("> 0", lambda v: v > 0)
+_AT_LEAST_1: Range = (">= 1", lambda v: v >= 1)
+_NON_NEGATIVE: Range = (">= 0", lambda v: v >= 0)
+_FRACTION: Range = ("in [0, 1)", lambda v: 0 <= v < 1)
+
+# Every setting the code reads from a profile block, with its type and range. A key outside this
+# table is a typo (`finetune.lrr=5` would otherwise be carried along and silently ignored).
+SETTINGS: dict[str, dict[str, tuple[type, Range | None]]] = {
+    "finetune": {
+        "lr": (float, _POSITIVE), "batch_size": (int, _AT_LEAST_1), "batch_tokens": (int, _AT_LEAST_1),
+        "max_steps": (int, _AT_LEAST_1), "epochs": (float, _POSITIVE), "warmup_ratio": (float, _FRACTION),
+        "weight_decay": (float, _NON_NEGATIVE), "grad_accum": (int, _AT_LEAST_1), "eval_every": (int, _AT_LEAST_1),
+        "checkpoint_every": (int, _AT_LEAST_1), "max_length": (int, _AT_LEAST_1), "arc_mlp": (int, _AT_LEAST_1),
+        "label_mlp": (int, _AT_LEAST_1), "dropout": (float, _FRACTION), "pooling": (str, None), "decode": (str, None),
+    },
+    "pretrain": {
+        "lr": (float, _POSITIVE), "batch_size": (int, _AT_LEAST_1), "seq_len": (int, _AT_LEAST_1),
+        "max_steps": (int, _AT_LEAST_1), "max_tokens": (int, _AT_LEAST_1), "warmup_steps": (int, _NON_NEGATIVE),
+        "weight_decay": (float, _NON_NEGATIVE),
+    },
+}
+# Top-level settings `--set` may change; `name` is not one of them: it is a path component of every result.
+TOP_LEVEL: dict[str, tuple[type, Range | None]] = {
+    "description": (str, None), "data_setting": (str, None), "model": (str, None), "seeds": (list, None),
+    "cache_finetuned": (bool, None),
+}
+_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false", list: "a list"}
+
+
 def available() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def check_value(where: str, value: Any, spec: tuple[type, Range | None]) -> tuple[Any, str | None]:
+    """`value` converted to the setting's type (an int where a float is expected), or a problem naming `where`."""
+    kind, bounds = spec
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        return value, f"{where}: expected {_TYPE_NAMES[kind]}, got {value!r}"
+    if bounds is not None and not bounds[1](value):
+        return value, f"{where}: must be {bounds[0]}, got {value!r}"
+    return value, None
+
+
+def check_seeds(seeds: Any, where: str) -> list[str]:
+    if not isinstance(seeds, list) or not seeds:
+        return [f"{where}: expected a non-empty list of seeds, got {seeds!r}"]
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    problems = [f"{where}: seeds are non-negative integers, got {', '.join(map(repr, bad))}"] if bad else []
+    if len(set(map(repr, seeds))) != len(seeds):
+        problems.append(f"{where}: duplicate seeds in {seeds}")
+    return problems
 
 
 def validate_profile(raw: Any, name: str) -> list[str]:
@@ -23,23 +93,51 @@ def validate_profile(raw: Any, name: str) -> list[str]:
     problems = [f"profile {name}: missing '{k}'" for k in REQUIRED if k not in raw]
     problems += [f"profile {name}: '{k}' must be a {t.__name__}" for k, t in REQUIRED.items()
                  if k in raw and not isinstance(raw[k], t)]
+    if isinstance(raw.get("name"), str) and raw["name"] != name:
+        # The name becomes a folder of every result path; the file name is what was validated as one.
+        problems.append(f"profile {name}: 'name' is '{raw['name']}', it must equal the file name '{name}'")
     if raw.get("data_setting") not in (None, "shared", "standard"):
         problems.append(f"profile {name}: data_setting must be 'shared' or 'standard'")
+    if isinstance(raw.get("seeds"), list):
+        problems += check_seeds(raw["seeds"], f"profile {name}: seeds")
+    for key, spec in TOP_LEVEL.items():
+        if key in raw and key not in REQUIRED:
+            problems += [p for p in [check_value(f"profile {name}: {key}", raw[key], spec)[1]] if p]
     for section in ("finetune", "pretrain"):
-        for key, block in (raw.get(section) or {}).items():
+        blocks = raw.get(section)
+        for key, block in (blocks.items() if isinstance(blocks, dict) else []):
             if not isinstance(block, dict) or "lr" not in block:
                 problems.append(f"profile {name}: {section}.{key} needs at least 'lr'")
-            elif not any(k in block for k in ("max_steps", "epochs", "max_tokens")):
+                continue
+            if not any(k in block for k in ("max_steps", "epochs", "max_tokens")):
                 problems.append(f"profile {name}: {section}.{key} needs max_steps, epochs or max_tokens")
+            for setting, value in block.items():
+                spec = SETTINGS[section].get(setting)
+                if spec is None:
+                    problems.append(f"profile {name}: {section}.{key}.{setting}: unknown setting; valid keys: "
+                                    + ", ".join(SETTINGS[section]))
+                else:
+                    problems += [p for p in [check_value(f"profile {name}: {section}.{key}.{setting}", value, spec)[1]] if p]
     return problems
 
 
-def load_profile(name: str) -> dict[str, Any]:
+def profile_problems(name: str) -> list[str]:
+    """Everything wrong with the shipped profile `name` (for `xbench validate`)."""
     path = PROFILE_DIR / f"{name}.yaml"
-    if not path.is_file():
+    try:
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        return [f"{path}: not valid YAML ({exc})"]
+    return validate_profile(raw, name)
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    # Only shipped profiles by name: a path here (`some/dir/evil`) would read a YAML from anywhere,
+    # and its `name` would become a folder of the result path.
+    if name not in available():
         raise XbenchError(f"unknown profile '{name}'; valid profiles: {', '.join(available())}")
-    raw = yaml.safe_load(path.read_text())
-    problems = validate_profile(raw, name)
+    path = PROFILE_DIR / f"{name}.yaml"
+    problems = profile_problems(name)
     if problems:
         raise ConfigError(problems, source=str(path))
-    return raw
+    return load_yaml(path.read_text(encoding="utf-8"))

@@ -19,21 +19,57 @@ import re
 from pathlib import Path
 from typing import Any
 
-from xbench.errors import DataFormatError
+from xbench.errors import DataFormatError, XbenchError
 
 SCHEMA_VERSION = 2
 REQUIRED = ("schema_version", "task", "method", "model", "run", "scores", "compute", "config_hash", "environment")
 
 
 def model_slug(model: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", model.strip("/")) or "model"
+    """One safe folder name for a hub name or local path: `xbench/tiny-en-bert` -> `xbench--tiny-en-bert`.
+
+    Runs of dots become `--` and leading or trailing dots and dashes go, so `..` or `../x` can
+    never name a folder outside the output tree (nor a hidden one).
+    """
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", model.strip("/"))
+    return re.sub(r"\.{2,}", "--", slug).strip(".-") or "model"
+
+
+_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._,=;+-]*")
+
+
+def path_component_problem(what: str, value: Any) -> str | None:
+    """Why `value` cannot be one folder or file name of a result path (None when it can).
+
+    Task, protocol, variant, profile, method, model slug and seed all become path components;
+    one check for all of them keeps a name from any source (a card, a profile, a result file)
+    from reaching outside the chosen folder.
+    """
+    if what == "seed":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return None if ok else f"seed {value!r}: seeds are non-negative integers"
+    text = str(value)
+    if not isinstance(value, str) or not _COMPONENT.fullmatch(text) or ".." in text or len(text) > 200:
+        return (f"{what} {text!r} cannot be part of a file path: use letters, digits and . _ - "
+                f"(not starting with . or -, no '..', no path separators)")
+    return None
+
+
+def protocol_dir(protocol: str, variant: str = "") -> str:
+    """The protocol folder of a result path: `zero-shot`, or `zero-shot+treebank=pud` with task options."""
+    return f"{protocol}+{re.sub(r'[^A-Za-z0-9._,=;-]+', '-', variant)}" if variant else protocol
 
 
 def result_path(root: Path, task: str, protocol: str, profile: str, method: str, model: str, seed: int,
                 variant: str = "") -> Path:
-    """`<task>/<protocol>[+<variant>]/<profile>/<method>/<model>/seed-<n>.json`."""
-    proto = f"{protocol}+{re.sub(r'[^A-Za-z0-9._,=;-]+', '-', variant)}" if variant else protocol
-    return Path(root) / task / proto / profile / method / model_slug(model) / f"seed-{seed}.json"
+    """`<task>/<protocol>[+<variant>]/<profile>/<method>/<model>/seed-<n>.json`; refuses unsafe components."""
+    proto = protocol_dir(protocol, variant)
+    parts = {"task": task, "protocol": proto, "profile": profile, "method": method, "model": model_slug(model),
+             "seed": seed}
+    problems = [p for p in (path_component_problem(k, v) for k, v in parts.items()) if p]
+    if problems:
+        raise XbenchError("; ".join(problems))
+    return Path(root) / task / proto / profile / method / parts["model"] / f"seed-{seed}.json"
 
 
 def protocol_label(result: dict[str, Any]) -> str:

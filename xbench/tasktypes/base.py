@@ -6,14 +6,14 @@ Featurisation is cached by content hash (data provenance x tokenizer x settings)
 """
 from __future__ import annotations
 
-import pickle
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xbench.atomic import atomic_write_bytes, hash_json, sha256_bytes
+from xbench.atomic import canonical_json, hash_json, sha256_bytes
 from xbench.cache import cache_root
 from xbench.data.sources import Provenance
 from xbench.registry import TaskCard
@@ -31,18 +31,45 @@ class Split:
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    raw = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        # A call with truncation=... or padding=... stores those settings in the backend, so they
+        # would make the same tokenizer miss its own cache entry; every featurizer passes its own.
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        raw = canonical_json(spec)
+    else:
+        raw = repr(sorted(tokenizer.get_vocab().items()))
     return sha256_bytes((raw + repr(getattr(tokenizer, "model_input_names", None))).encode("utf-8"))
 
 
+# Bumped whenever the on-disk layout changes; it is part of every file name, so an older file (a
+# pickle before version 1) is never even opened.
+FEATURE_CACHE_FORMAT = 1
+
+
+def feature_cache_path(key: dict[str, Any]) -> Path:
+    return cache_root() / "features" / f"{hash_json({'format': FEATURE_CACHE_FORMAT, **key})}.arrow"
+
+
 def cached_features(key: dict[str, Any], build: Callable[[], Any]) -> Any:
-    """Tokenised features keyed by content hash; a second preparation is a file read."""
-    path = cache_root() / "features" / f"{hash_json(key)}.pkl"
+    """Tokenised features keyed by content hash; a second preparation is a memory-mapped read.
+
+    Stored as an Arrow IPC file (never a pickle: cache folders are shared, and unpickling runs
+    code). An entry that cannot be read back is rebuilt and rewritten.
+    """
+    from xbench.tasktypes import feature_store
+
+    path = feature_cache_path(key)
     if path.is_file():
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        try:
+            return feature_store.load(path)
+        except feature_store.UnreadableEntry as e:
+            import warnings
+
+            warnings.warn(f"feature cache entry {path} is unreadable ({e}); rebuilding it", stacklevel=2)
     value = build()
-    atomic_write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    feature_store.save(path, value)
     return value
 
 
@@ -103,6 +130,22 @@ class TaskType(ABC):
 
     @abstractmethod
     def prediction_records(self, split: Split, predictions: list[Any]) -> list[dict[str, Any]]: ...
+
+    def predicted_labels(self, split: Split, predictions: list[Any]) -> tuple[list[Any], list[Any] | None, int] | None:
+        """(predicted labels, gold labels or None, number of classes), flattened to one label per
+        decision, for the majority-prediction share; None where the type has no label set."""
+        return None
+
+    def diagnostics(self, split: Split, features: Sequence[dict[str, Any]], predictions: list[Any],
+                    tokenizer: Any) -> dict[str, Any]:
+        """The unit's [UNK] rate and majority-prediction share (definitions: tasktypes/diagnostics.py)."""
+        from xbench.tasktypes.diagnostics import majority, unk_rate
+
+        out = unk_rate(features, tokenizer)
+        labels = self.predicted_labels(split, predictions)
+        if labels is not None:
+            out.update(majority(*labels))
+        return out
 
     def pad_values(self, tokenizer: Any) -> dict[str, int]:
         return {"input_ids": tokenizer.pad_token_id or 0, "labels": -100}
