@@ -193,7 +193,6 @@ def apply_overrides(profile: dict[str, Any], overrides: dict[str, str],
     return out, problems
 
 
-@dataclass
 def _path_problems(req: RunRequest, card: TaskCard | None, profile: dict[str, Any] | None) -> list[str]:
     """Every name that becomes a folder of the result path, checked by the one rule result_path applies."""
     parts: list[tuple[str, Any]] = [("method", req.method)]
@@ -225,6 +224,7 @@ def output_dir_problem(path: Path) -> str | None:
     return None
 
 
+@dataclass
 class TrainGroup:
     """One fine-tuning run: an encoder, a training language, and the languages it is evaluated on."""
 
@@ -291,49 +291,6 @@ def run(req: RunRequest, console: Any = None) -> list[Path]:
     return written
 
 
-def _is_main_process() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _workdir(out_root: Path, rr: ResolvedRun, method: str, seed: int) -> Path:
-    return (out_root / ".work" / rr.card.name / rr.protocol / rr.profile["name"] / method
-            / f"seed-{seed}-{rr.config_hash[:8]}")
-
-
-def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: Any) -> dict[str, Any]:
-    from xbench.envinfo import environment
-
-    req, card = rr.request, rr.card
-    task_type = card.task_type_impl(req.options)
-    proto = card.protocol(rr.protocol)
-    data_setting = rr.profile["data_setting"]
-    train_split = _split_name(proto.train, data_setting)
-    select_split = _split_name(proto.select, data_setting) if proto.select else None
-    eval_split = _split_name(proto.eval, data_setting)
-    groups = plan_groups(method.scope, proto.train["lang"], req.langs)
-
-    scores: dict[str, dict[str, float]] = {}
-    predictions: dict[str, list[dict[str, Any]]] = {}
-    data_prov: dict[str, Any] = {}
-    compute: dict[str, list[dict[str, Any]]] = {"transfer": [], "finetune": [], "source_pretraining": []}
-    uses_source = False
-    encoders: dict[str, Any] = {}
-    selection: list[dict[str, Any]] = []
-    flags: dict[str, Any] = {"transductive": set(), "eval_split": eval_split, "data_setting": data_setting}
-    started = time.time()
-    for gi, group in enumerate(groups):
-        enc = method.build_encoder(group.encoder_lang)
-        if enc.key not in encoders:
-            encoders[enc.key] = {"key": enc.key, "lang": group.encoder_lang, "provenance": enc.provenance}
-            compute["transfer"].extend({**s, "encoder": enc.key} for s in enc.stages)
-            uses_source = uses_source or enc.uses_source_weights
-            if enc.uses_source_weights and not compute["source_pretraining"]:
-                compute["source_pretraining"] = enc.source_stages
-        flags["transductive"].update(enc.flags.get("transductive", []))
-        flags.update({k: v for k, v in enc.flags.items() if k != "transductive"})
-        _say(console, f"[bold]seed {seed}[/bold] · encoder {enc.key[:24]} · fine-tune on {group.train_lang}/{train_split}"
 def _check_existing(rr: ResolvedRun, targets: dict[int, Path]) -> None:
     """Refuse to replace a result without --overwrite, and to keep one under --resume that is not this run's."""
     req = rr.request
@@ -468,6 +425,49 @@ def _result_lock(out_root: Path, path: Path) -> Iterator[None]:
             folder = folder.parent
 
 
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _workdir(out_root: Path, rr: ResolvedRun, method: str, seed: int) -> Path:
+    return (out_root / ".work" / rr.card.name / rr.protocol / rr.profile["name"] / method
+            / f"seed-{seed}-{rr.config_hash[:8]}")
+
+
+def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: Any) -> dict[str, Any]:
+    from xbench.envinfo import environment
+
+    req, card = rr.request, rr.card
+    task_type = card.task_type_impl(req.options)
+    proto = card.protocol(rr.protocol)
+    data_setting = rr.profile["data_setting"]
+    train_split = _split_name(proto.train, data_setting)
+    select_split = _split_name(proto.select, data_setting) if proto.select else None
+    eval_split = _split_name(proto.eval, data_setting)
+    groups = plan_groups(method.scope, proto.train["lang"], req.langs)
+
+    scores: dict[str, dict[str, float]] = {}
+    predictions: dict[str, list[dict[str, Any]]] = {}
+    data_prov: dict[str, Any] = {}
+    compute: dict[str, list[dict[str, Any]]] = {"transfer": [], "finetune": [], "source_pretraining": []}
+    uses_source = False
+    encoders: dict[str, Any] = {}
+    selection: list[dict[str, Any]] = []
+    flags: dict[str, Any] = {"transductive": set(), "eval_split": eval_split, "data_setting": data_setting}
+    started = time.time()
+    for gi, group in enumerate(groups):
+        enc = method.build_encoder(group.encoder_lang)
+        if enc.key not in encoders:
+            encoders[enc.key] = {"key": enc.key, "lang": group.encoder_lang, "provenance": enc.provenance}
+            compute["transfer"].extend({**s, "encoder": enc.key} for s in enc.stages)
+            uses_source = uses_source or enc.uses_source_weights
+            if enc.uses_source_weights and not compute["source_pretraining"]:
+                compute["source_pretraining"] = enc.source_stages
+        flags["transductive"].update(enc.flags.get("transductive", []))
+        flags.update({k: v for k, v in enc.flags.items() if k != "transductive"})
+        _say(console, f"[bold]seed {seed}[/bold] · encoder {enc.key[:24]} · fine-tune on {group.train_lang}/{train_split}"
                       f" · eval {','.join(group.eval_langs)}/{eval_split}")
         tuned = _finetune(rr, task_type, enc, group, train_split, select_split, seed,
                           _workdir(out_root, rr, req.method, seed) / f"group-{gi}", data_prov)
