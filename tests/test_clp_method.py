@@ -22,6 +22,14 @@ from xbench.methods.clp import ClpMethod, ClpScratchMethod, _with_random_embeddi
 from xbench.profiles import load_profile
 from xbench.runner import trainer
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _toy_root_only():
+    # A data_dir adds to XBENCH_DATA; these tests read their toy root alone.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("XBENCH_DATA", raising=False)
+        yield
+
 EN = ("the a cat dog house garden runs sees eats small big red green old young with and of to in on at is was "
       "teacher child water bread street city river morning evening quickly").split()
 DE = ("der die das eine katze hund haus garten läuft sieht isst klein groß rot grün alt jung mit und von zu in auf "

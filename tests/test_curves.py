@@ -14,6 +14,14 @@ from xbench.errors import XbenchError
 from xbench.results.curves import build_curves, describe_saved, steps_saved
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _toy_root_only():
+    # A data_dir adds to XBENCH_DATA; these tests read their toy root alone.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("XBENCH_DATA", raising=False)
+        yield
+
+
 def curve(*points: tuple[int, float | None], per_step: int = 1024) -> list[dict]:
     return [{"step": s, "tokens": s * per_step, "perplexity": v} for s, v in points]
 

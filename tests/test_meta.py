@@ -20,6 +20,14 @@ from xbench.methods.meta import MetaMethod, MetaSingleMethod, transfer_report
 from xbench.profiles import load_profile
 from xbench.runner import trainer
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _toy_root_only():
+    # A data_dir adds to XBENCH_DATA; these tests read their toy root alone.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("XBENCH_DATA", raising=False)
+        yield
+
 FAST_META = {"total_steps": "8", "batch_size": "4", "seq_len": "16", "vocab_size": "300", "layers": "1",
              "hidden": "16", "heads": "2", "ffn": "32", "warmup_steps": "2", "max_positions": "64"}
 

@@ -14,6 +14,13 @@ from xbench.registry import get_task
 from xbench.runner.batching import FeaturePlan
 from xbench.tasktypes.token_labelling import TokenLabelling
 
+
+@pytest.fixture(autouse=True)
+def _given_roots_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A data_dir adds to XBENCH_DATA; tests that build their own data root must see that root alone.
+    if "data_root" not in request.fixturenames:
+        monkeypatch.delenv("XBENCH_DATA", raising=False)
+
 SENTENCES = [
     (["Anton", "Wilhelm", "von", "Zuccalmaglio", "wrote", "songs"], ["B-PER", "I-PER", "I-PER", "I-PER", "O", "O"]),
     (["北京", "是", "中国", "的", "首都"], ["B-LOC", "O", "B-LOC", "O", "O"]),

@@ -19,6 +19,13 @@ from xbench.runner.batching import FeaturePlan
 from xbench.tasktypes.parsing import DependencyParsing
 
 
+@pytest.fixture(autouse=True)
+def _given_roots_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A data_dir adds to XBENCH_DATA; tests that build their own data root must see that root alone.
+    if "data_root" not in request.fixturenames:
+        monkeypatch.delenv("XBENCH_DATA", raising=False)
+
+
 def _rows(*rows: str) -> str:
     """Rows written with ' | ' between columns for readability; comments and blanks as is."""
     return "\n".join(r if r.startswith("#") or not r else r.replace(" | ", "\t") for r in rows) + "\n"

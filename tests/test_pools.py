@@ -107,7 +107,8 @@ def test_no_test_sentence_is_a_parallel_pair(data_root, lang):
     assert pool.manifest()["dropped"]["eval"] > 0 or lang == "zh"
 
 
-def test_parallel_filters_on_a_toy_root(tmp_path):
+def test_parallel_filters_on_a_toy_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("XBENCH_DATA", raising=False)  # the toy root alone (--data-dir adds to XBENCH_DATA)
     tat = tmp_path / "tatoeba"
     tat.mkdir()
     de = ["Ein Hund.", "", "Ein Hund.", "Eins zwei drei vier fünf sechs sieben acht neun zehn.", "Test eins.",

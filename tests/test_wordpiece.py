@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from xbench.components.wordpiece import learn_vocabulary, train_wordpiece
+import pytest
+
+from xbench.components.wordpiece import default_limit_alphabet, learn_vocabulary, train_wordpiece, vocabulary_stats
+from xbench.errors import ConfigError
 
 
 def test_merges_follow_counts_and_ties_break_by_string():
@@ -22,3 +25,51 @@ def test_training_is_deterministic_and_segments_like_wordpiece():
     assert a.tokenize("cats") in (["cats"], ["cat", "##s"])
     enc = a("the cat", "a dog")
     assert enc["token_type_ids"][-1] == 1 and enc["input_ids"][0] == 2
+
+
+def _cjk_heavy_lines() -> list[str]:
+    # 400 distinct CJK characters with Zipf-like counts, plus Latin words: far more characters than entries.
+    chars = [chr(0x4E00 + i) for i in range(400)]
+    lines = ["".join(ch * max(1, 200 // (i + 1)) for i, ch in enumerate(chars))]
+    lines += ["the cat sat on the mat", "Hunde laufen schnell"] * 30
+    return lines
+
+
+def test_vocab_size_is_a_hard_upper_bound_on_a_cjk_heavy_corpus():
+    lines = _cjk_heavy_lines()
+    for size, limit in ((60, None), (120, 0), (300, 1000)):
+        tok = train_wordpiece(lines, size, limit_alphabet=limit)
+        assert len(tok) <= size and len(tok.get_vocab()) == len(tok)
+        stats = vocabulary_stats(tok)
+        assert stats["vocab_size"] == len(tok) and stats["alphabet_size"] <= size
+    # With room to spare, merges are still learnt next to the kept characters.
+    assert vocabulary_stats(train_wordpiece(lines, 300, limit_alphabet=100))["multi_char_pieces"] > 0
+
+
+def test_limit_alphabet_keeps_the_most_frequent_characters_and_the_rest_are_unknown():
+    # a: 9, b: 5, c: 5, d: 1. With 2 characters: a, then b (ties with c: the smaller character wins).
+    counts = {"a": 9, "b": 5, "c": 5, "d": 1}
+    assert learn_vocabulary(counts, size=10, limit_alphabet=2) == ["a", "b"]
+    assert learn_vocabulary(counts, size=10, limit_alphabet=3) == ["a", "b", "c"]
+    # z: 65, a: 43, b: 33, q: 5. No merge is learnt across a character left out: without the limit,
+    # "zq" (5) would be the first merge.
+    counts = {"zq": 5, "ab": 3, "z": 60, "a": 40, "b": 30}
+    assert learn_vocabulary(counts, size=10)[-2:] == ["zq", "ab"]
+    assert learn_vocabulary(counts, size=10, limit_alphabet=3) == ["##b", "a", "b", "z", "ab"]
+    lines = ["猫 猫 猫 狗 狗 鱼"] * 5
+    tok = train_wordpiece(lines, 8, limit_alphabet=2)
+    assert tok.tokenize("猫狗鱼") == ["猫", "狗", "[UNK]"]
+
+
+def test_limited_training_is_deterministic():
+    lines = _cjk_heavy_lines()
+    a = train_wordpiece(lines, 150, limit_alphabet=80)
+    b = train_wordpiece(list(reversed(lines)), 150, limit_alphabet=80)
+    assert a.get_vocab() == b.get_vocab()
+
+
+def test_default_limit_leaves_half_the_vocabulary_for_pieces():
+    assert default_limit_alphabet(2000) == 1000 and default_limit_alphabet(4000) == 1000
+    assert default_limit_alphabet(600) == 300
+    with pytest.raises(ConfigError, match="more than 5 entries"):
+        train_wordpiece(["abc"], 5)

@@ -7,6 +7,13 @@ from xbench.data.pair_tsv import check_scorable, load_pair_split, read_official_
 from xbench.errors import DataFormatError, DataNotFoundError, XbenchError
 from xbench.registry import get_task
 
+
+@pytest.fixture(autouse=True)
+def _given_roots_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A data_dir adds to XBENCH_DATA; tests that build their own data root must see that root alone.
+    if "data_root" not in request.fixturenames:
+        monkeypatch.delenv("XBENCH_DATA", raising=False)
+
 LABELS = ["entailment", "neutral", "contradiction"]
 PH = {"-", "", "?"}
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from xbench import __version__
 from xbench.atomic import atomic_write_json, atomic_write_text, hash_json
+from xbench.data.sources import data_hash
 from xbench.errors import ConfigError, XbenchError
 from xbench.profiles import SETTINGS, TOP_LEVEL, check_seeds, check_value, load_profile, load_yaml
 from xbench.registry import TaskCard, get_method, get_task, load_object
@@ -437,7 +438,9 @@ def _workdir(out_root: Path, rr: ResolvedRun, method: str, seed: int) -> Path:
 
 
 def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: Any) -> dict[str, Any]:
+    from xbench.components.source_models import source_text
     from xbench.envinfo import environment
+    from xbench.tasktypes.diagnostics import warnings_for
 
     req, card = rr.request, rr.card
     task_type = card.task_type_impl(req.options)
@@ -450,7 +453,13 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
 
     scores: dict[str, dict[str, float]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
+    diagnostics: dict[str, dict[str, Any]] = {}
     data_prov: dict[str, Any] = {}
+    # The text an xbench-built source model learnt from is data of the run: in the data hash, and its
+    # hash in the model block, so a model built from other text is another model.
+    source = source_text(rr.model, req.data_dir) if getattr(method, "uses_model", True) else None
+    if source is not None:
+        data_prov[f"source-text/{source['model']}"] = {"source": "local", "files": source["files"]}
     compute: dict[str, list[dict[str, Any]]] = {"transfer": [], "finetune": [], "source_pretraining": []}
     uses_source = False
     encoders: dict[str, Any] = {}
@@ -484,6 +493,10 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
             preds = task_type.predict(model, split, feats, tokenizer)
             scores[unit] = task_type.score(split, preds)
             predictions[unit] = task_type.prediction_records(split, preds)
+            diagnostics[unit] = task_type.diagnostics(split, feats, preds, tokenizer)
+    for warning in (w for unit, d in diagnostics.items() for w in warnings_for(unit, d)):
+        flags.setdefault("warnings", []).append(warning)
+        _say(console, f"[yellow]warning:[/yellow] {warning}")
     metric = card.metric
     langs = task_type.eval_units(list(req.langs))
     missing = [lang for lang in card.languages if lang not in scores]
@@ -501,10 +514,11 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         "run_id": uuid.uuid4().hex,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "task": {"name": card.name, "version": card.version, "type": card.task_type, "metric": metric,
-                 "card_sha256": rr.config["task"]["card_sha256"], "data_hash": hash_json(data_prov), "data": data_prov},
+                 "card_sha256": rr.config["task"]["card_sha256"], "data_hash": data_hash(data_prov), "data": data_prov},
         "method": {"name": req.method, "kind": method.kind, "params": method.params,
                    "compared_with": method.compared_with or ("scratch" if method.kind == "transfer" else "")},
-        "model": {"name": rr.model, "encoders": list(encoders.values()),
+        "model": {"name": rr.model, "source_text_hash": source["hash"] if source else None,
+                  "encoders": list(encoders.values()),
                   "parameters": compute["finetune"][0]["params"] if compute["finetune"] else {}},
         "run": {"protocol": rr.protocol, "variant": rr.variant, "profile": rr.profile["name"], "seed": seed,
                 "train_langs": sorted({g.train_lang for g in groups}), "train_split": train_split,
@@ -525,6 +539,7 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         "config": rr.config,
         "config_hash": rr.config_hash,
         "environment": environment(),
+        "diagnostics": diagnostics,
         "_predictions": predictions,
     }
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from xbench.data.sources import data_root, file_hash
+from xbench.data.sources import DataRoots, data_roots, without_roots
 from xbench.errors import ConfigError, DataFormatError, DataNotFoundError
 
 # Treebanks under ud/ with a train or dev file that may feed a pool (never test files).
@@ -47,8 +47,10 @@ class TextPool:
     transductive: list[str] = field(default_factory=list)
 
     def manifest(self) -> dict[str, Any]:
+        """What the pool is, for cache keys and records: its files by relative path and hash (not the
+        data roots they were found in, so a moved data folder does not invalidate every cache entry)."""
         return {"lang": self.lang, "lines": len(self.lines), "words": sum(len(x.split()) for x in self.lines),
-                "files": self.files, "sources": self.sources, "dropped_as_eval": self.dropped_as_eval,
+                "files": without_roots(self.files), "sources": self.sources, "dropped_as_eval": self.dropped_as_eval,
                 "duplicates": self.duplicates, "transductive": self.transductive}
 
 
@@ -70,25 +72,31 @@ def _xnli_lines(path: Path, rows: slice) -> list[str]:
     return out
 
 
-def evaluation_texts(root: Path, lang: str) -> set[str]:
-    """Normalised sentences of every evaluation split a pool of `lang` could leak into."""
+def _roots(roots: DataRoots | Path) -> DataRoots:
+    return roots if isinstance(roots, DataRoots) else DataRoots((Path(roots),), ("given",))
+
+
+def evaluation_texts(roots: DataRoots | Path, lang: str) -> set[str]:
+    """Normalised sentences of every evaluation split a pool of `lang` could leak into (in any data root)."""
+    roots = _roots(roots)
     texts: set[str] = set()
-    test = root / "xnli" / "test" / f"{lang}.tsv"
-    if test.is_file():
+    test = roots.find(f"xnli/test/{lang}.tsv")
+    if test is not None:
         texts.update(normalise(x) for x in _xnli_lines(test, slice(None)))
-    dev = root / "xnli" / "dev" / f"{lang}.tsv"
-    if dev.is_file():
+    dev = roots.find(f"xnli/dev/{lang}.tsv")
+    if dev is not None:
         texts.update(normalise(x) for x in _xnli_lines(dev, slice(XNLI_DEV_TRAIN_ROWS, None)))
-    for tb_dir in (root / "ud").glob("UD_*") if (root / "ud").is_dir() else []:
-        for test_file in tb_dir.glob("*-ud-test.conllu*"):
+    treebanks = sorted({d.name for root in roots.roots if (root / "ud").is_dir() for d in (root / "ud").glob("UD_*")})
+    for tb in treebanks:
+        for test_file in roots.glob(f"ud/{tb}", "*-ud-test.conllu*"):
             if test_file.name.split("_", 1)[0] == lang:
                 texts.update(normalise(x) for x in _conllu_text(test_file))
     # Tatoeba retrieval test lines (§2.2): the xx side for xx, and for English the English side of
     # every language file, since each file has English sentences of its own.
     codes = list(TATOEBA.values()) if lang == "en" else [TATOEBA[lang]] if lang in TATOEBA else []
     for code in codes:
-        side = root / "tatoeba" / f"tatoeba.{code}-eng.{'eng' if lang == 'en' else code}"
-        if side.is_file():
+        side = roots.find(f"tatoeba/tatoeba.{code}-eng.{'eng' if lang == 'en' else code}")
+        if side is not None:
             lines = side.read_text(encoding="utf-8").splitlines()
             texts.update(normalise(x) for x in lines[int(len(lines) * TATOEBA_TRAIN_SHARE):])
     return texts
@@ -101,42 +109,44 @@ def build_pool(lang: str, data_dir: str | Path | None = None, *, include_xquad: 
     unknown = sorted(set(extras) - set(POOL_EXTRAS))
     if unknown:
         raise ConfigError(f"unknown pool extra(s) {', '.join(unknown)}; valid: {', '.join(POOL_EXTRAS)}")
-    root = data_root(data_dir)
-    if root is None:
-        raise DataNotFoundError(f"building the '{lang}-mono' text pool needs local data: set XBENCH_DATA or --data-dir")
+    roots = data_roots(data_dir)
+    if roots is None:
+        raise DataNotFoundError(f"building the '{lang}-mono' text pool needs local data: set XBENCH_DATA or --data-dir"
+                                f" to a folder holding {' or '.join(pool_text_files(lang, include_xquad))}")
     pool = TextPool(lang, [])
     candidates: list[tuple[str, Path, list[str]]] = []
     tb = UD_TREEBANKS.get(lang)
-    if tb and (root / "ud" / tb).is_dir():
-        files = sorted((root / "ud" / tb).glob("*-ud-train.conllu*")) or sorted((root / "ud" / tb).glob("*-ud-dev.conllu*"))
+    if tb:
+        files = roots.glob(f"ud/{tb}", "*-ud-train.conllu*") or roots.glob(f"ud/{tb}", "*-ud-dev.conllu*")
         for p in files:
             candidates.append(("ud", p, _conllu_text(p)))
-    xnli_dev = root / "xnli" / "dev" / f"{lang}.tsv"
-    if xnli_dev.is_file():
+    xnli_dev = roots.find(f"xnli/dev/{lang}.tsv")
+    if xnli_dev is not None:
         candidates.append(("xnli-dev-train", xnli_dev, _xnli_lines(xnli_dev, slice(0, XNLI_DEV_TRAIN_ROWS))))
-    xquad = root / "xquad" / f"xquad.{lang}.json"
-    if include_xquad and xquad.is_file():
+    xquad = roots.find(f"xquad/xquad.{lang}.json")
+    if include_xquad and xquad is not None:
         data = json.loads(xquad.read_text(encoding="utf-8"))
         contexts = [p["context"] for art in data["data"] for p in art["paragraphs"]]
         candidates.append(("xquad", xquad, contexts))
         pool.transductive.append("xquad")
     code = TATOEBA.get(lang)
     if code:
-        tat = root / "tatoeba" / f"tatoeba.{code}-eng.{code}"
-        if tat.is_file():
+        tat = roots.find(f"tatoeba/tatoeba.{code}-eng.{code}")
+        if tat is not None:
             lines = tat.read_text(encoding="utf-8").splitlines()
             candidates.append(("tatoeba", tat, lines[: int(len(lines) * TATOEBA_TRAIN_SHARE)]))
     for extra in sorted(set(extras)):
-        found = _extra_contexts(root, lang, extra)
+        found = _extra_contexts(roots, lang, extra)
         candidates.extend((extra, path, lines) for path, lines in found)
         if found and (extra, lang) not in TRAINING_ONLY_EXTRAS:
             pool.transductive.append(extra)
     if not candidates:
-        raise DataNotFoundError(f"no text for language '{lang}' under {root} (looked at ud/, xnli/dev, xquad/, tatoeba/)")
-    banned = evaluation_texts(root, lang)
+        raise DataNotFoundError(f"no text for language '{lang}' in the data roots {roots.describe()}: looked for "
+                                f"{', '.join(pool_text_files(lang, include_xquad))}")
+    banned = evaluation_texts(roots, lang)
     seen: set[str] = set()
     for source, path, lines in candidates:
-        pool.files.append({"path": str(path.relative_to(root)), "sha256": file_hash(path)})
+        pool.files.append(roots.record(path))
         kept = 0
         for line in lines:
             norm = normalise(line)
@@ -160,11 +170,25 @@ def _squad_contexts(path: Path) -> list[str]:
     return [p["context"] for art in data["data"] for p in art["paragraphs"]]
 
 
-def _extra_contexts(root: Path, lang: str, extra: str) -> list[tuple[Path, list[str]]]:
+def pool_text_files(lang: str, include_xquad: bool = True) -> list[str]:
+    """The files (relative to a data root) a `<lang>-mono` pool is built from, for messages."""
+    out = []
+    tb = UD_TREEBANKS.get(lang)
+    if tb:
+        out.append(f"ud/{tb}/*-ud-train.conllu[.gz] (else *-ud-dev.conllu[.gz])")
+    out.append(f"xnli/dev/{lang}.tsv")
+    if include_xquad:
+        out.append(f"xquad/xquad.{lang}.json")
+    if lang in TATOEBA:
+        out.append(f"tatoeba/tatoeba.{TATOEBA[lang]}-eng.{TATOEBA[lang]}")
+    return out
+
+
+def _extra_contexts(roots: DataRoots, lang: str, extra: str) -> list[tuple[Path, list[str]]]:
     if extra == "mlqa":
-        files = sorted((root / "mlqa" / "dev").glob(f"dev-context-{lang}-question-*.json*"))
+        files = roots.glob("mlqa/dev", f"dev-context-{lang}-question-*.json*")
     else:
-        files = [p for p in [root / "tydiqa_goldp" / "train" / f"tydiqa.goldp.{lang}.train.json"] if p.is_file()]
+        files = [p for p in [roots.find(f"tydiqa_goldp/train/tydiqa.goldp.{lang}.train.json")] if p is not None]
     return [(p, _squad_contexts(p)) for p in files]
 
 
@@ -183,7 +207,7 @@ class ParallelPool:
     dropped: dict[str, int] = field(default_factory=lambda: {"empty": 0, "duplicate": 0, "ratio": 0, "eval": 0})
 
     def manifest(self) -> dict[str, Any]:
-        return {"lang": self.lang, "pairs": len(self.pairs), "files": self.files, "sources": self.sources,
+        return {"lang": self.lang, "pairs": len(self.pairs), "files": without_roots(self.files), "sources": self.sources,
                 "dropped": dict(self.dropped)}
 
 
@@ -200,23 +224,23 @@ def build_parallel(lang: str, data_dir: str | Path | None = None, *, max_ratio: 
 
     if lang == "en":
         raise ConfigError("parallel pairs are English–xx; the target language cannot be English")
-    root = data_root(data_dir)
-    if root is None:
+    roots = data_roots(data_dir)
+    if roots is None:
         raise DataNotFoundError(f"building the 'en-{lang}-par' pool needs local data: set XBENCH_DATA or --data-dir")
     pool = ParallelPool(lang)
     candidates: list[tuple[str, list[Path], list[tuple[int, str, str]]]] = []
     code = TATOEBA.get(lang)
     if code:
-        xx_f, en_f = (root / "tatoeba" / f"tatoeba.{code}-eng.{side}" for side in (code, "eng"))
-        if xx_f.is_file() and en_f.is_file():
+        xx_f, en_f = (roots.find(f"tatoeba/tatoeba.{code}-eng.{side}") for side in (code, "eng"))
+        if xx_f is not None and en_f is not None:
             xx, en = xx_f.read_text(encoding="utf-8").splitlines(), en_f.read_text(encoding="utf-8").splitlines()
             if len(xx) != len(en):
                 raise DataFormatError(xx_f, f"{len(xx)} lines, but its English side {en_f.name} has {len(en)}",
                                       expected="line-aligned files of equal length")
             n = int(len(xx) * TATOEBA_TRAIN_SHARE)
             candidates.append(("tatoeba", [xx_f, en_f], [(i, en[i], xx[i]) for i in range(n)]))
-    xx_f, en_f = root / "xnli" / "dev" / f"{lang}.tsv", root / "xnli" / "dev" / "en.tsv"
-    if xx_f.is_file() and en_f.is_file():
+    xx_f, en_f = roots.find(f"xnli/dev/{lang}.tsv"), roots.find("xnli/dev/en.tsv")
+    if xx_f is not None and en_f is not None:
         rows_xx = [r.rstrip("\n").split("\t") for r in xx_f.read_text(encoding="utf-8").splitlines()][:XNLI_DEV_TRAIN_ROWS]
         rows_en = [r.rstrip("\n").split("\t") for r in en_f.read_text(encoding="utf-8").splitlines()][:XNLI_DEV_TRAIN_ROWS]
         triples = []
@@ -226,11 +250,12 @@ def build_parallel(lang: str, data_dir: str | Path | None = None, *, max_ratio: 
             triples.append((i, a[1], b[1]))
         candidates.append(("xnli-dev-train", [xx_f, en_f], triples))
     if not candidates:
-        raise DataNotFoundError(f"no parallel text for en–{lang} under {root} (looked at tatoeba/ and xnli/dev)")
-    banned_en, banned_xx = evaluation_texts(root, "en"), evaluation_texts(root, lang)
+        raise DataNotFoundError(f"no parallel text for en–{lang} in the data roots {roots.describe()} "
+                                "(looked at tatoeba/ and xnli/dev)")
+    banned_en, banned_xx = evaluation_texts(roots, "en"), evaluation_texts(roots, lang)
     seen: set[tuple[str, str]] = set()
     for source, files, triples in candidates:
-        pool.files.extend({"path": str(p.relative_to(root)), "sha256": file_hash(p)} for p in files)
+        pool.files.extend(roots.record(p) for p in files)
         kept = 0
         for line, en_text, xx_text in triples:
             en_n, xx_n = normalise(en_text), normalise(xx_text)
@@ -247,7 +272,7 @@ def build_parallel(lang: str, data_dir: str | Path | None = None, *, max_ratio: 
                     continue
                 seen.add((en_n, xx_n))
                 pool.pairs.append((en_n, xx_n))
-                pool.origins.append(f"{files[0].relative_to(root)}:{line + 1}")
+                pool.origins.append(f"{roots.relative(files[0])}:{line + 1}")
                 kept += 1
         pool.sources[source] = pool.sources.get(source, 0) + kept
     return pool

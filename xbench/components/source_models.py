@@ -18,6 +18,7 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     "xbench/tiny-en-bert": {
         "lang": "en",
         "vocab_size": 2000,
+        "limit_alphabet": 1000,  # the en pool has ~160 distinct characters: a bound, not a cut
         "config": {"model_type": "bert", "num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 2,
                    "intermediate_size": 128, "max_position_embeddings": 512},
         "pretrain": {"lr": 5e-4, "batch_size": 16, "seq_len": 64, "max_steps": 600, "warmup_steps": 30,
@@ -57,23 +58,65 @@ def pretrain_mlm(model: Any, tokenizer: Any, lines: list[str], args: dict[str, A
                     resume=resume).fit
 
 
-def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) -> SourceModel:
-    from xbench.components.pools import build_pool
+def _tiny_spec(name: str) -> dict[str, Any] | None:
+    if name in TINY_MODELS:
+        return TINY_MODELS[name]
+    if name.startswith("xbench/"):
+        from xbench.components.lm_stages import TINY_CAUSAL_MODELS
 
-    pool = build_pool(spec["lang"], data_dir)
+        return TINY_CAUSAL_MODELS.get(name)
+    return None
+
+
+def _tiny_pool(name: str, spec: dict[str, Any], data_dir: str | Path | None) -> Any:
+    """The text pool a tiny model is built from, with one message saying why that text is needed."""
+    from xbench.components.pools import build_pool, pool_text_files
+    from xbench.errors import DataNotFoundError
+
+    try:
+        return build_pool(spec["lang"], data_dir)
+    except DataNotFoundError as exc:
+        lang = spec["lang"]
+        raise DataNotFoundError(
+            f"{name} is built on this machine from the '{lang}' text of the data roots (its vocabulary and "
+            f"pretraining text: {', '.join(pool_text_files(lang))}; at least one of them is needed), and none "
+            f"was found. The smoke profile's source model is {name}, so every smoke run needs that text even "
+            f"when it evaluates other languages: add a data root that has it (XBENCH_DATA, or --data-dir, which "
+            f"adds to XBENCH_DATA), or pass --model <a local model directory>.\n  ({exc})") from None
+
+
+def source_text(name: str, data_dir: str | Path | None = None) -> dict[str, Any] | None:
+    """What text an xbench-built model learnt from: every file with its root and SHA-256, and a hash.
+
+    The hash is taken of the files' relative paths and contents (not of their roots), so a model built
+    from other text gets another `source_text_hash` in the result; None for models xbench does not build.
+    """
+    spec = _tiny_spec(name)
+    if spec is None:
+        return None
+    from xbench.data.sources import data_hash
+
+    pool = _tiny_pool(name, spec, data_dir)
+    return {"model": name, "lang": spec["lang"], "files": pool.files, "hash": data_hash(pool.files)}
+
+
+def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) -> SourceModel:
+    pool = _tiny_pool(name, spec, data_dir)
     key = {"model": name, "code_version": CODE_VERSION, "spec": spec, "pool": pool.manifest()}
 
     def build(out: Path, work: Path) -> dict[str, Any]:
         from transformers import AutoTokenizer, BertForMaskedLM
 
-        from xbench.components.wordpiece import train_wordpiece
+        from xbench.atomic import reuse_or_clear, save_pretrained_atomic
+        from xbench.components.wordpiece import train_wordpiece, vocabulary_stats
 
         tok_dir = work / "tokenizer"
-        if (tok_dir / "tokenizer.json").is_file():  # the trainer is not deterministic: reuse a saved one
+        # The trainer is not deterministic: reuse a saved one, if it was saved whole.
+        if reuse_or_clear(tok_dir, also=(work / "run",)):
             tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         else:
-            tokenizer = train_wordpiece(pool.lines, spec["vocab_size"])
-            tokenizer.save_pretrained(tok_dir)
+            tokenizer = train_wordpiece(pool.lines, spec["vocab_size"], limit_alphabet=spec["limit_alphabet"])
+            save_pretrained_atomic(tokenizer, tok_dir)
         import torch
 
         torch.manual_seed(spec["pretrain"]["seed"])
@@ -82,6 +125,7 @@ def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) ->
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         return {"stages": [fit.record.to_dict()], "pool": pool.manifest(),
+                "tokenizer": {**vocabulary_stats(tokenizer), "limit_alphabet": spec["limit_alphabet"]},
                 "final_loss": sum(fit.losses[-20:]) / min(20, len(fit.losses))}
 
     path = cache.get_or_build("source-models", key, build)

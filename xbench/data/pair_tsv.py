@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xbench.data.sources import Provenance, data_root, local_file_record, no_data_message
+from xbench.data.sources import Provenance, data_roots, no_data_message
 from xbench.errors import DataFormatError, DataNotFoundError, XbenchError
 
 
@@ -97,15 +97,16 @@ def load_pair_split(card_data: dict[str, Any], params: dict[str, Any], lang: str
     placeholders = {p.lower() for p in params.get("placeholder_labels", [])}
     derived = card_data.get("derived_splits", {}).get(split)
     base = derived["from"] if derived else split
-    root = data_root(data_dir)
+    roots = data_roots(data_dir)
     examples: list[PairExample] | None = None
     prov: Provenance | None = None
     tried: list[str] = []
-    if root is not None:
+    if roots is not None:
         for layout in card_data.get("local", []):
-            path = root / layout["path"].format(split=base, lang=lang)
-            tried.append(str(path))
-            if not path.is_file():
+            rel = layout["path"].format(split=base, lang=lang)
+            tried.extend(map(str, roots.candidates(rel)))
+            path = roots.find(rel)
+            if path is None:
                 continue
             if layout["layout"] == "per-language-tsv":
                 examples = read_per_language_tsv(path, labels, placeholders)
@@ -113,7 +114,7 @@ def load_pair_split(card_data: dict[str, Any], params: dict[str, Any], lang: str
                 examples = read_official_tsv(path, lang, labels, placeholders)
             else:
                 raise XbenchError(f"unknown local layout '{layout['layout']}' in the task card")
-            prov = Provenance("local", files=[local_file_record(path, root)])
+            prov = Provenance("local", files=[roots.record(path)])
             break
     if examples is None:
         hub = card_data.get("hub")

@@ -71,6 +71,8 @@ class ClpMethod(Method):
         "batch_size": 16, "seq_len": 64, "eval_steps": "0,25,50,100,200,300", "heldout_share": 0.05,
         # helper: same optimiser settings and batch as the transfer stage (xbench default)
         "helper_layers": 1, "helper_dim": 32, "helper_heads": 2, "helper_vocab": 2000, "helper_steps": 300,
+        # WordPiece helpers keep at most this many distinct characters (0: all); the rest become [UNK]
+        "helper_limit_alphabet": 1000,
         # initialisation, §7.6
         "init_output": "clp", "on_small_denominator": "warn", "control_init": "model_init",
         "pretrain_seed": 0,
@@ -85,7 +87,8 @@ class ClpMethod(Method):
         p = super().resolve_params(given)
         problems = self.smoke_only_problems("mono_<lang>")
         problems += self.minimum_problems(p, {**dict.fromkeys(("steps", "helper_steps", "batch_size", "helper_layers",
-                                                               "helper_dim", "helper_heads"), 1), "seq_len": 8})
+                                                               "helper_dim", "helper_heads"), 1), "seq_len": 8,
+                                              "helper_limit_alphabet": 0})
         if p["helper_heads"] >= 1 and p["helper_dim"] % p["helper_heads"]:
             problems.append(f"helper_dim ({p['helper_dim']}) must be a multiple of helper_heads ({p['helper_heads']})")
         if not 0 < p["heldout_share"] < 1:
@@ -163,7 +166,9 @@ class ClpMethod(Method):
         p = self.params
         arch = {"layers": p["helper_layers"], "dim": p["helper_dim"], "heads": p["helper_heads"]}
         key = {"stage": "clp-helper", "code_version": CODE_VERSION, "lang": lang, "objective": objective,
-               "family": family, "vocab_size": p["helper_vocab"], "arch": arch, "args": vars(self.lm_args(p["helper_steps"])),
+               "family": family, "vocab_size": p["helper_vocab"], "arch": arch,
+               "limit_alphabet": p["helper_limit_alphabet"] if family == "wordpiece" else None,
+               "args": vars(self.lm_args(p["helper_steps"])),
                "pool": pool.manifest(), "heldout_share": p["heldout_share"]}
 
         def build(out: Path, work: Path) -> dict[str, Any]:
@@ -171,7 +176,7 @@ class ClpMethod(Method):
 
             from xbench.components.bpe import train_byte_bpe
             from xbench.components.lm_stages import init_model, packed_blocks, train_lm
-            from xbench.components.wordpiece import train_wordpiece
+            from xbench.components.wordpiece import train_wordpiece, vocabulary_stats
             from xbench.runner.compute import StageRecord
 
             t0 = time.perf_counter()
@@ -179,12 +184,14 @@ class ClpMethod(Method):
             if (tok_dir / "tokenizer.json").is_file():
                 tokenizer = AutoTokenizer.from_pretrained(tok_dir)
             else:
-                tokenizer = (train_wordpiece(train, p["helper_vocab"]) if family == "wordpiece"
+                tokenizer = (train_wordpiece(train, p["helper_vocab"], limit_alphabet=p["helper_limit_alphabet"])
+                             if family == "wordpiece"
                              else train_byte_bpe(train, p["helper_vocab"], model_max_length=HELPER_POSITIONS["clm"]))
                 tokenizer.save_pretrained(tok_dir)
             tok_record = StageRecord(name=f"CLP target tokenizer {lang}", kind="auxiliary",
                                      wall_seconds=round(time.perf_counter() - t0, 3),
-                                     extra={"role": "tokenizer", "family": family, "vocab_size": len(tokenizer),
+                                     extra={"role": "tokenizer", "family": family, **vocabulary_stats(tokenizer, family),
+                                            "limit_alphabet": p["helper_limit_alphabet"] if family == "wordpiece" else None,
                                             "trained_on_lines": len(train)})
             if objective == "mlm":
                 config = BertConfig(vocab_size=len(tokenizer), hidden_size=arch["dim"], num_hidden_layers=arch["layers"],

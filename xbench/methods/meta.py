@@ -34,6 +34,7 @@ class MetaMethod(Method):
     defaults: dict[str, Any] = {
         # §6.5 smoke column
         "total_steps": 600, "phase1_share": 0.5, "phase1_lang": SOURCE_LANG, "alpha": 0.5, "vocab_size": 4000,
+        "limit_alphabet": 1000,  # distinct characters kept in the shared vocabulary (0: all); the rest are [UNK]
         "layers": 2, "hidden": 64, "heads": 2, "ffn": 128, "max_positions": 512,
         "lr": 5e-4, "warmup_steps": 30, "weight_decay": 0.01, "batch_size": 16, "seq_len": 64, "pretrain_seed": 0,
     }
@@ -42,7 +43,8 @@ class MetaMethod(Method):
         p = super().resolve_params(given)
         problems = self.smoke_only_problems("mono_en and mono_<lang>")
         problems += self.minimum_problems(p, {**dict.fromkeys(("total_steps", "batch_size", "layers", "hidden", "heads",
-                                                               "ffn", "vocab_size"), 1), "seq_len": 8})
+                                                               "ffn", "vocab_size"), 1), "seq_len": 8,
+                                              "limit_alphabet": 0})
         if p["heads"] >= 1 and p["hidden"] % p["heads"]:
             problems.append(f"hidden ({p['hidden']}) must be a multiple of heads ({p['heads']})")
         if not 0 <= p["phase1_share"] < 1:
@@ -96,18 +98,21 @@ class MetaMethod(Method):
     def _tokenizer(self, pools: dict[str, Any]) -> Path:
         """§6.2 step 1: one WordPiece vocabulary over every pool, before phase 1 (shared by both variants)."""
         key = {"stage": "meta-tokenizer", "code_version": CODE_VERSION, "vocab_size": self.params["vocab_size"],
+               "limit_alphabet": self.params["limit_alphabet"],
                "pools": [pools[lang].manifest() for lang in pools]}
 
         def build(out: Path, work: Path) -> dict[str, Any]:
-            from xbench.components.wordpiece import train_wordpiece
+            from xbench.components.wordpiece import train_wordpiece, vocabulary_stats
             from xbench.runner.compute import StageRecord
 
             t0 = time.perf_counter()
-            tokenizer = train_wordpiece([x for lang in pools for x in pools[lang].lines], self.params["vocab_size"])
+            tokenizer = train_wordpiece([x for lang in pools for x in pools[lang].lines], self.params["vocab_size"],
+                                        limit_alphabet=self.params["limit_alphabet"])
             tokenizer.save_pretrained(out)
             return {"stages": [StageRecord(name="meta shared tokenizer", kind="auxiliary",
                                            wall_seconds=round(time.perf_counter() - t0, 3),
-                                           extra={"role": "tokenizer", "vocab_size": len(tokenizer),
+                                           extra={"role": "tokenizer", **vocabulary_stats(tokenizer),
+                                                  "limit_alphabet": self.params["limit_alphabet"],
                                                   "languages": list(pools)}).to_dict()]}
 
         return cache.get_or_build("stages", key, build)
@@ -232,20 +237,21 @@ def retrieval_scores(model: Any, tokenizer: Any, langs: list[str], data_dir: str
     from xbench.atomic import sha256_file
     from xbench.components.pools import TATOEBA, TATOEBA_TRAIN_SHARE
     from xbench.components.retrieval import retrieval_accuracy
-    from xbench.data.sources import data_root
+    from xbench.data.sources import data_roots
 
-    root = data_root(data_dir)
+    roots = data_roots(data_dir)
     out: dict[str, Any] = {}
     for lang in langs:
         code = TATOEBA.get(lang)
-        files = [root / "tatoeba" / f"tatoeba.{code}-eng.{side}" for side in (code, "eng")] if code and root else []
-        if not files or not all(f.is_file() for f in files):
+        found = [roots.find(f"tatoeba/tatoeba.{code}-eng.{side}") for side in (code, "eng")] if code and roots else []
+        files = [f for f in found if f is not None]
+        if not found or len(files) != len(found):
             continue
         xx, en = (f.read_text(encoding="utf-8").splitlines() for f in files)
         start = int(len(xx) * TATOEBA_TRAIN_SHARE)
         scores = retrieval_accuracy(model, tokenizer, xx[start:], en[start:])
         out[lang] = {**scores, "pairs": len(xx) - start, "lines": [start, len(xx) - 1],
-                     "files": [{"path": str(f.relative_to(root)), "sha256": sha256_file(f)} for f in files]}
+                     "files": [roots.record(f) for f in files]}
     return out
 
 

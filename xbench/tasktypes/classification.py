@@ -64,6 +64,9 @@ class SentencePairClassification(TaskType):
         correct = sum(int(p == e.label) for p, e in zip(predictions, split.examples))
         return {"accuracy": correct / len(split.examples), "n": len(split.examples)}
 
+    def predicted_labels(self, split: Split, predictions: list[int]) -> tuple[list[str], list[str], int]:
+        return ([self.labels[p] for p in predictions], [self.labels[e.label] for e in split.examples], len(self.labels))
+
     def prediction_records(self, split: Split, predictions: list[int]) -> list[dict[str, Any]]:
         return [{"index": i, "gold": self.labels[e.label], "pred": self.labels[p]}
                 for i, (e, p) in enumerate(zip(split.examples, predictions))]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from xbench.atomic import hash_json
-from xbench.data.sources import Provenance, data_root, local_file_record, no_data_message
+from xbench.data.sources import Provenance, data_roots, no_data_message
 from xbench.data.squad import QAExample, read_squad
 from xbench.errors import ConfigError, DataFormatError, DataNotFoundError, XbenchError
 from xbench.metrics.qa import SCHEMES
@@ -277,6 +277,15 @@ class ExtractiveQA(TaskType):
         s = score_qa(preds, gold, parse_unit(split.lang)[0], self.scheme)
         return {"exact_match": s["exact_match"] / 100.0, "f1": s["f1"] / 100.0, "n": s["n"]}
 
+    def diagnostics(self, split: Split, features: Sequence[dict[str, Any]], predictions: list[str],
+                    tokenizer: Any) -> dict[str, Any]:
+        """No label set: the most frequent answer string's share, and the share of empty answers."""
+        from xbench.tasktypes.diagnostics import majority, unk_rate
+
+        answers = [p.strip() for p in predictions]
+        return {**unk_rate(features, tokenizer), **majority(answers, None, None), "kind": "qa",
+                "empty_share": round(sum(not a for a in answers) / len(answers), 6) if answers else None}
+
     def prediction_records(self, split: Split, predictions: list[str]) -> list[dict[str, Any]]:
         return [{"id": ex.id, "pred": p, "gold": list(ex.answers)} for ex, p in zip(split.examples, predictions)]
 
@@ -309,21 +318,22 @@ def _load_source(source: dict[str, Any], split: str, context: str, question: str
     """Local layouts in card order, then the hub; files with blanked answers are refused."""
     layouts = [layout for layout in source.get("local") or [] if layout["split"] == split]
     duplicate_ids = source.get("duplicate_ids", "error")
-    root = data_root(data_dir)
+    roots = data_roots(data_dir)
     tried: list[str] = []
     refused: list[str] = []
-    if root is not None:
+    if roots is not None:
         for layout in layouts:
-            path = root / _fill(layout["path"], context, question)
-            tried.append(str(path))
-            if not path.is_file():
+            rel = _fill(layout["path"], context, question)
+            tried.extend(map(str, roots.candidates(rel)))
+            path = roots.find(rel)
+            if path is None:
                 continue
             examples = read_squad(path, require_answers=False, duplicate_ids=duplicate_ids)
             if _blanked(examples, path):
                 refused.append(f"{path}: its gold answers are blanked, so it cannot be scored or trained on"
                                + (f"; {layout['note']}" if layout.get("note") else ""))
                 continue
-            return examples, Provenance("local", files=[local_file_record(path, root)])
+            return examples, Provenance("local", files=[roots.record(path)])
     hub = source.get("hub")
     hub_split = (hub or {}).get("splits", {}).get(split)
     try:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from xbench.components.biaffine import BiaffineParserHead
 from xbench.components.words import pool_words
 from xbench.data.conllu_io import Sentence, read_conllu, universal_deprel, write_conllu
-from xbench.data.sources import Provenance, data_root, local_file_record, no_data_message
+from xbench.data.sources import Provenance, data_roots, local_file_record, no_data_message
 from xbench.errors import ConfigError, DataFormatError, DataNotFoundError, XbenchError
 from xbench.tasktypes.base import Split, TaskType, cached_features
 from xbench.tasktypes.token_labelling import MODEL_INPUTS, effective_max_length, encode_sentences, sentences_by_chunks
@@ -135,40 +135,51 @@ class DependencyParsing(TaskType):
         return lang, table[lang]
 
     def find_file(self, unit: str, split: str, data_dir: str | Path | None) -> tuple[Path, str, Path]:
-        """(file, treebank name, data root) of a unit's split, searched as the card's data.local says."""
+        """(file, treebank name, data root) of a unit's split, searched as the card's data.local says.
+
+        The data roots are searched in order (--data-dir first, then XBENCH_DATA): the first root that
+        has the split wins, so a treebank folder under --data-dir overrides the same split elsewhere
+        and the other splits are still found further down.
+        """
         lang, treebank = self.treebank_of(unit)
-        root = data_root(data_dir)
-        if root is None:
+        roots = data_roots(data_dir)
+        if roots is None:
             raise DataNotFoundError(self._not_found(unit, split, treebank, []))
         pud = unit.endswith(PUD_SUFFIX)
         looked: list[str] = []
-        for pattern in self.card.data["local"]:
-            folder = (root / pattern.format(treebank=treebank)).resolve()
-            if not folder.is_dir():
-                continue
-            # A treebank's own folder holds one treebank; a flat folder (".") may hold several
-            # languages, so there the file name's language code has to match as well.
-            flat = pattern == "."
-            code = f"{lang}_pud" if pud else f"{lang}_*"
-            files = sorted(folder.glob(f"{code}-ud-*.conllu*" if flat else "*-ud-*.conllu*"))
-            if flat and not pud:
-                files = [p for p in files if not p.name.startswith(f"{lang}_pud-")]
-            files = [p for p in files if p.name.endswith((".conllu", ".conllu.gz"))]
-            hits = [p for p in files if p.name.split("-ud-", 1)[1].split(".", 1)[0] == split]
-            if len(hits) > 1:
-                raise XbenchError(f"{len(hits)} candidate files for {treebank} {split} in {folder}: "
-                                  f"{', '.join(p.name for p in hits)}; keep one")
-            if hits:
-                name = folder.name if folder.name.startswith("UD_") else hits[0].name.split("-ud-")[0]
-                return hits[0], name, root
-            if files or not flat:
-                # The treebank is here but lacks this split: say so instead of searching on.
-                have = sorted({p.name.split("-ud-", 1)[1].split(".", 1)[0] for p in files})
-                raise DataNotFoundError(self._missing_split(unit, split, treebank, folder, have))
-            looked.append(str(folder / f"{code}-ud-{split}.conllu[.gz]"))
+        lacking: list[tuple[Path, list[str]]] = []
+        for root in roots.roots:
+            for pattern in self.card.data["local"]:
+                folder = root / pattern.format(treebank=treebank)
+                if not folder.is_dir():
+                    continue
+                # A treebank's own folder holds one treebank; a flat folder (".") may hold several
+                # languages, so there the file name's language code has to match as well.
+                flat = pattern == "."
+                code = f"{lang}_pud" if pud else f"{lang}_*"
+                files = sorted(folder.glob(f"{code}-ud-*.conllu*" if flat else "*-ud-*.conllu*"))
+                if flat and not pud:
+                    files = [p for p in files if not p.name.startswith(f"{lang}_pud-")]
+                files = [p for p in files if p.name.endswith((".conllu", ".conllu.gz"))]
+                hits = [p for p in files if p.name.split("-ud-", 1)[1].split(".", 1)[0] == split]
+                if len(hits) > 1:
+                    raise XbenchError(f"{len(hits)} candidate files for {treebank} {split} in {folder}: "
+                                      f"{', '.join(p.name for p in hits)}; keep one")
+                if hits:
+                    name = folder.resolve().name if folder.resolve().name.startswith("UD_") else hits[0].name.split("-ud-")[0]
+                    return hits[0], name, root
+                if files or not flat:
+                    lacking.append((folder, sorted({p.name.split("-ud-", 1)[1].split(".", 1)[0] for p in files})))
+                else:
+                    looked.append(str(folder / f"{code}-ud-{split}.conllu[.gz]"))
+        if lacking:
+            # The treebank is there but no root has this split: say so instead of "not found".
+            have = sorted({s for _, splits in lacking for s in splits})
+            raise DataNotFoundError(self._missing_split(unit, split, treebank,
+                                                        " and ".join(str(f) for f, _ in lacking), have))
         raise DataNotFoundError(self._not_found(unit, split, treebank, looked))
 
-    def _missing_split(self, unit: str, split: str, treebank: str, folder: Path, have: list[str]) -> str:
+    def _missing_split(self, unit: str, split: str, treebank: str, folder: Path | str, have: list[str]) -> str:
         msg = f"{treebank} has no {split} file in {folder} (it has: {', '.join(have) or 'none'})."
         if split == "train" and "dev" in have:
             msg += (f"\n  for {unit}, use --protocol in-language-lowres (trains on the dev file) or --protocol "
@@ -291,6 +302,14 @@ class DependencyParsing(TaskType):
             s = score_conllu(sentences[0].path, system)
         return {"uas": s["uas"] / 100, "las": s["las"] / 100, "clas": s["clas"] / 100,
                 "n": s["n_sentences"], "n_words": s["n_words"]}
+
+    def predicted_labels(self, split: Split,
+                         predictions: list[tuple[list[int], list[str]]]) -> tuple[list[str], list[str], int]:
+        """One relation per syntactic word; gold relations without subtypes, as they are predicted."""
+        from xbench.data.conllu_io import universal_deprel
+
+        return ([r for _, rels in predictions for r in rels],
+                [universal_deprel(r) for s in split.examples for r in s.deprels], len(self.labels))
 
     def prediction_records(self, split: Split, predictions: list[tuple[list[int], list[str]]]) -> list[dict[str, Any]]:
         """One record per sentence, in file order: write_conllu(read_conllu(gold), heads, deprels)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xbench.data.panx import labels_are_scorable, read_panx
-from xbench.data.sources import Provenance, data_root, local_file_record, no_data_message
+from xbench.data.sources import Provenance, data_roots, no_data_message
 from xbench.errors import DataNotFoundError, XbenchError
 from xbench.tasktypes.base import Split, TaskType, cached_features
 
@@ -125,15 +125,16 @@ class TokenLabelling(TaskType):
     # ------------------------------------------------------------------ data
     def load(self, lang: str, split: str, data_dir: str | Path | None, *, for_eval: bool) -> Split:
         data = self.card.data
-        root = data_root(data_dir)
+        roots = data_roots(data_dir)
         tried: list[str] = []
-        for pattern in data.get("local", []) if root is not None else []:
-            path = root / pattern.format(split=split, lang=lang)
-            tried.append(str(path))
-            if path.is_file():
+        for pattern in data.get("local", []) if roots is not None else []:
+            rel = pattern.format(split=split, lang=lang)
+            tried.extend(map(str, roots.candidates(rel)))
+            path = roots.find(rel)
+            if path is not None:
                 # read_panx checks every tag against IOB2 over PER/ORG/LOC, naming file and line.
                 examples = read_panx(path, require_labels=True)
-                record = local_file_record(path, root)
+                record = roots.record(path)
                 if for_eval:
                     self._scored[f"{lang}/{split}"] = f"local {record['path']}"
                 return Split(lang, split, examples, Provenance("local", files=[record]))
@@ -244,6 +245,11 @@ class TokenLabelling(TaskType):
         s = score_ner([tags for _, tags in split.examples], predictions)
         return {"f1": s["f1"] / 100, "precision": s["precision"] / 100, "recall": s["recall"] / 100,
                 "n": s["n_sentences"], "n_entities": s["n_entities"]}
+
+    def predicted_labels(self, split: Split, predictions: list[list[str]]) -> tuple[list[str], list[str], int]:
+        """One tag per word."""
+        return ([t for tags in predictions for t in tags], [t for _, tags in split.examples for t in tags],
+                len(self.labels))
 
     def prediction_records(self, split: Split, predictions: list[list[str]]) -> list[dict[str, Any]]:
         return [{"index": i, "tokens": tokens, "gold": gold, "pred": pred}
