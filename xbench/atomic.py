@@ -6,10 +6,13 @@ here, so a kill at any moment leaves either the old file or the new one, never h
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,10 +49,88 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+# ------------------------------------------------------------------ temporary siblings
+# Every temporary file or folder is named .<target>.<pid>-<host>.<random>.tmp, so that a later
+# process can tell one whose creator was killed (stale, removed) from one being written now.
+_TAG = re.compile(r"^(\d+)-([A-Za-z0-9]*)$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24]
+
+
+def owner_tag() -> str:
+    return f"{os.getpid()}-{_host()}"
+
+
+def temp_owner(name: str) -> tuple[int, str] | None:
+    """(pid, host) of the process that made the temporary `name`, None for an untagged one."""
+    parts = name.removesuffix(".tmp").rsplit(".", 2)
+    m = _TAG.match(parts[1]) if len(parts) == 3 else None
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def _process_start(pid: int) -> float | None:
+    """Start time (epoch seconds) of `pid` on Linux; None where /proc cannot say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def creator_alive(path: str | Path) -> bool | None:
+    """Whether the process that made the temporary `path` still runs: False when it is gone (or
+    its pid now belongs to a process started after `path` was written), None when unknown
+    (untagged, or made on another host)."""
+    path = Path(path)
+    owner = temp_owner(path.name)
+    if owner is None or owner[1] != _host():
+        return None
+    pid = owner[0]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    start = _process_start(pid)
+    try:
+        written = path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    return not (start is not None and start > written + 1)
+
+
+def remove_path(path: str | Path) -> None:
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def clean_stale_temps(path: str | Path) -> int:
+    """Remove temporaries of `path` left by killed processes; returns how many."""
+    path = Path(path)
+    n = 0
+    with contextlib.suppress(OSError):
+        for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            if creator_alive(p) is False:
+                remove_path(p)
+                n += 1
+    return n
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -76,7 +157,8 @@ def atomic_dir(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling directory that is renamed to `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    clean_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         if path.exists():
@@ -94,3 +176,31 @@ def atomic_dir(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# Written last inside an atomically renamed folder: a folder without it was left by an older
+# xbench that saved in place, and may hold a truncated file, so it is never reused.
+COMPLETE_MARKER = ".xbench-complete"
+
+
+def save_pretrained_atomic(obj: Any, path: str | Path) -> None:
+    """`obj.save_pretrained(path)` (tokenizer or model) that a kill leaves either whole or absent:
+    resumable builds reuse such a folder, and a half-written tokenizer.json would be reused."""
+    with atomic_dir(path) as tmp:
+        obj.save_pretrained(tmp)
+        (tmp / COMPLETE_MARKER).write_text("")
+
+
+def saved_complete(path: str | Path) -> bool:
+    """Whether `path` is a folder written whole by save_pretrained_atomic."""
+    return (Path(path) / COMPLETE_MARKER).is_file()
+
+
+def reuse_or_clear(path: str | Path, *, also: tuple[str | Path, ...] = ()) -> bool:
+    """True if `path` is a complete saved folder to reuse; otherwise remove it and the folders in
+    `also` (state built on top of it, such as a training run that used that tokenizer) and say False."""
+    if saved_complete(path):
+        return True
+    for p in (path, *also):
+        shutil.rmtree(p, ignore_errors=True)
+    return False

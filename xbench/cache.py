@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from xbench.atomic import atomic_dir, atomic_write_json, hash_json
+from xbench.atomic import atomic_dir, atomic_write_json, creator_alive, hash_json, owner_tag, remove_path
 
 
 def cache_root() -> Path:
@@ -98,7 +98,7 @@ def _build_distributed(kind: str, key: dict[str, Any], build: Callable[[Path, Pa
     work = path.with_name(path.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    out = Path(tempfile.mkdtemp(prefix=f".{path.name}.rank{rank}.", dir=path.parent))
+    out = Path(tempfile.mkdtemp(prefix=f".{path.name}.rank{rank}.{owner_tag()}.", suffix=".tmp", dir=path.parent))
     try:
         manifest = build(out, work) or {}
         if rank == 0:
@@ -136,3 +136,119 @@ def remove_entries(kind: str | None = None, entry_id: str | None = None) -> int:
             shutil.rmtree(row["path"], ignore_errors=True)
             n += 1
     return n
+
+
+# ------------------------------------------------------------------ everything else in the cache
+FEATURES = "features"
+
+
+def lock_held(lock: Path) -> bool:
+    """Whether some process (this one included) holds `lock` now: a non-blocking flock attempt."""
+    if not lock.is_file():
+        return False
+    try:
+        f = open(lock, "a")
+    except OSError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _entry_id(name: str) -> str:
+    """The entry a side item belongs to: '<id>.work', '<id>.lock', '.<id>.<...>.tmp' -> '<id>'."""
+    return name.lstrip(".").split(".")[0]
+
+
+def cache_items() -> list[dict[str, Any]]:
+    """Everything under the cache root, each with a `status`:
+
+    ready        a built entry (or, for kind `features`, the feature cache: one row, its files and size)
+    half-built   `<id>.work` of an interrupted build, which a new build of that key resumes
+    building     a work folder, temporary or lock in use by a live process (never removed)
+    stale        a temporary left by a killed process (atomic_dir, a distributed build, an
+                 interrupted feature write), or a lock file nobody holds
+    """
+    root = cache_root()
+    rows: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return rows
+    for kind_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        kind = kind_dir.name
+        if kind == FEATURES:
+            files = [p for p in kind_dir.iterdir() if not p.name.startswith(".")]
+            if files:
+                rows.append({"kind": kind, "id": f"{len(files)} files", "status": "ready", "path": str(kind_dir),
+                             "bytes": sum(_size(p) for p in files), "built_at": None})
+            for p in sorted(kind_dir.glob(".*")):
+                alive = creator_alive(p)
+                rows.append({"kind": kind, "id": p.name, "status": "building" if alive is not False else "stale",
+                             "path": str(p), "bytes": _size(p), "built_at": None})
+            continue
+        for p in sorted(kind_dir.iterdir()):
+            name = p.name
+            busy = lock_held(kind_dir / f"{_entry_id(name)}.lock")
+            row = {"kind": kind, "id": name, "path": str(p), "bytes": 0, "built_at": None}
+            if name.startswith("."):
+                row["status"] = "building" if busy or creator_alive(p) else "stale"
+            elif name.endswith(".lock"):
+                row["status"] = "building" if busy else "stale"
+            elif name.endswith(".work"):
+                row["status"] = "building" if busy else "half-built"
+            elif (p / "entry.json").is_file():
+                row["status"] = "ready"
+                with contextlib.suppress(OSError, ValueError):
+                    row["built_at"] = json.loads((p / "entry.json").read_text()).get("built_at")
+            else:
+                row["status"] = "stale"  # a folder without its entry.json is not an entry
+            row["bytes"] = _size(p)
+            rows.append(row)
+    return rows
+
+
+def _remove_under_lock(lock: Path, path: Path) -> bool:
+    """Remove `path` holding the entry's lock, so that no build can start in between; False when
+    a build holds it."""
+    if not lock.exists():
+        remove_path(path)
+        return True
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        remove_path(path)
+    return True
+
+
+def clean_cache(kind: str | None = None, entry_id: str | None = None) -> dict[str, int]:
+    """Remove cache items (of one kind, or whose id starts with `entry_id`): built entries, half-built
+    work folders, stale temporaries and free locks, and the feature cache. Anything a live process
+    is using is left alone. Returns how many items of each status were removed."""
+    removed: dict[str, int] = {}
+    # Locks last: a lock must not vanish while the work folder it guards is still there.
+    for row in sorted(cache_items(), key=lambda r: r["id"].endswith(".lock")):
+        if kind is not None and row["kind"] != kind:
+            continue
+        if entry_id is not None and not _entry_id(row["id"]).startswith(entry_id):
+            continue
+        if row["status"] == "building":
+            continue
+        path = Path(row["path"])
+        if row["kind"] == FEATURES:
+            for p in ([p for p in path.iterdir() if not p.name.startswith(".")] if row["status"] == "ready" else [path]):
+                remove_path(p)
+        elif not _remove_under_lock(path.parent / f"{_entry_id(path.name)}.lock", path):
+            continue
+        removed[row["status"]] = removed.get(row["status"], 0) + 1
+    return removed

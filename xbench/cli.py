@@ -112,7 +112,7 @@ def run(
     model: Annotated[Optional[str], typer.Option(help="Source model: hub name, local path or xbench/tiny-*.")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated fine-tuning seeds; the profile's if omitted.")] = None,
     output_dir: Annotated[Path, typer.Option(help="Where result files go.")] = Path("results"),
-    data_dir: Annotated[Optional[Path], typer.Option(help="Local data root; overrides XBENCH_DATA.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="A data root searched before XBENCH_DATA (adds to it; its files override).")] = None,
     param: Annotated[Optional[list[str]], typer.Option(help="Method parameter key=value (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue interrupted training from its checkpoints; skip finished seeds.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing result files of the same identity.")] = False,
@@ -303,7 +303,7 @@ def curves(
     lang: Annotated[str, typer.Option(help="Target language, e.g. de.")],
     model: Annotated[str, typer.Option(help="Causal source model (methods.md §7.9).")] = "xbench/tiny-en-gpt2",
     output_dir: Annotated[Path, typer.Option(help="Where curves-<method>-<lang>.png and .json go (beside the leaderboards).")] = Path("leaderboards"),
-    data_dir: Annotated[Optional[Path], typer.Option(help="Local data root; overrides XBENCH_DATA.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="A data root searched before XBENCH_DATA (adds to it; its files override).")] = None,
     param: Annotated[Optional[list[str]], typer.Option(help="Method parameter key=value (repeatable), e.g. steps=100.")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated pretraining seeds: mean curves and steps saved as mean ± std.")] = None,
 ) -> None:

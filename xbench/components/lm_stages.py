@@ -379,14 +379,15 @@ def _build_tiny_causal(name: str, spec: dict[str, Any], data_dir: str | Path | N
     def build(out: Path, work: Path) -> dict[str, Any]:
         from transformers import AutoTokenizer, GPT2Config
 
+        from xbench.atomic import reuse_or_clear, save_pretrained_atomic
         from xbench.components.bpe import train_byte_bpe
 
         tok_dir = work / "tokenizer"
-        if (tok_dir / "tokenizer.json").is_file():
+        if reuse_or_clear(tok_dir, also=(work / "run",)):
             tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         else:
             tokenizer = train_byte_bpe(pool.lines, spec["vocab_size"], model_max_length=spec["config"]["n_positions"])
-            tokenizer.save_pretrained(tok_dir)
+            save_pretrained_atomic(tokenizer, tok_dir)
         args = LMArgs.from_dict(spec["pretrain"])
         config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                             eos_token_id=tokenizer.eos_token_id, architectures=["GPT2LMHeadModel"], **spec["config"])

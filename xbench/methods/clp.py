@@ -175,19 +175,20 @@ class ClpMethod(Method):
             from transformers import AutoTokenizer, BertConfig, GPT2Config
 
             from xbench.components.bpe import train_byte_bpe
+            from xbench.atomic import reuse_or_clear, save_pretrained_atomic
             from xbench.components.lm_stages import init_model, packed_blocks, train_lm
             from xbench.components.wordpiece import train_wordpiece, vocabulary_stats
             from xbench.runner.compute import StageRecord
 
             t0 = time.perf_counter()
             tok_dir = work / "tokenizer"
-            if (tok_dir / "tokenizer.json").is_file():
+            if reuse_or_clear(tok_dir, also=(work / "run",)):
                 tokenizer = AutoTokenizer.from_pretrained(tok_dir)
             else:
                 tokenizer = (train_wordpiece(train, p["helper_vocab"], limit_alphabet=p["helper_limit_alphabet"])
                              if family == "wordpiece"
                              else train_byte_bpe(train, p["helper_vocab"], model_max_length=HELPER_POSITIONS["clm"]))
-                tokenizer.save_pretrained(tok_dir)
+                save_pretrained_atomic(tokenizer, tok_dir)
             tok_record = StageRecord(name=f"CLP target tokenizer {lang}", kind="auxiliary",
                                      wall_seconds=round(time.perf_counter() - t0, 3),
                                      extra={"role": "tokenizer", "family": family, **vocabulary_stats(tokenizer, family),
