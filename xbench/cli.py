@@ -269,32 +269,35 @@ def validate() -> None:
 
 @cache_app.command("ls")
 def cache_ls() -> None:
-    """List cache entries."""
+    """List the cache: built entries, half-built work folders, stale temporaries, locks, the feature cache."""
     from rich.table import Table
 
-    from xbench.cache import cache_root, list_entries
+    from xbench.cache import cache_items, cache_root
 
     table = Table(title=f"xbench cache ({cache_root()})")
-    for col in ("kind", "id", "built", "size"):
+    for col in ("kind", "id", "status", "built", "size"):
         table.add_column(col)
-    for row in list_entries():
-        table.add_row(row["kind"], row["id"], row["built_at"] or "", f"{row['bytes'] / 1e6:.1f} MB")
+    for row in cache_items():
+        table.add_row(row["kind"], row["id"], row["status"], row["built_at"] or "", f"{row['bytes'] / 1e6:.1f} MB")
     _console().print(table)
 
 
 @cache_app.command("rm")
 def cache_rm(
-    kind: Annotated[Optional[str], typer.Option(help="Only entries of this kind.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="Only items of this kind (e.g. encoders, finetuned, features).")] = None,
     entry: Annotated[Optional[str], typer.Option(help="Only the entry whose id starts with this.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Remove every entry.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Remove everything not in use by a running process.")] = False,
 ) -> None:
-    """Remove cache entries (they are rebuilt when needed)."""
-    from xbench.cache import remove_entries
+    """Remove cache entries, half-built work folders, stale temporaries, free locks and features
+    (rebuilt when needed); what a running build holds is left alone."""
+    from xbench.cache import cache_items, clean_cache
 
     if not (kind or entry or all_):
         raise XbenchError("say what to remove: --kind, --entry or --all")
-    n = remove_entries(kind, entry)
-    _console().print(f"removed {n} entr{'y' if n == 1 else 'ies'}")
+    removed = clean_cache(kind, entry)
+    kept = sum(1 for r in cache_items() if r["status"] == "building" and (kind is None or r["kind"] == kind))
+    done = ", ".join(f"{n} {status}" for status, n in sorted(removed.items())) or "nothing"
+    _console().print(f"removed {done}" + (f"; kept {kept} in use by a running build" if kept else ""))
 
 
 @app.command()
