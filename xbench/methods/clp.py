@@ -85,6 +85,10 @@ class ClpMethod(Method):
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         p = super().resolve_params(given)
+        p["eval_steps"] = ",".join(map(str, sorted({int(s) for s in p["eval_steps"].split(",") if s.strip()})))
+        return p
+
+    def check(self, p: dict[str, Any]) -> list[str]:
         problems = self.smoke_only_problems("mono_<lang>")
         problems += self.minimum_problems(p, {**dict.fromkeys(("steps", "helper_steps", "batch_size", "helper_layers",
                                                                "helper_dim", "helper_heads"), 1), "seq_len": 8,
@@ -106,10 +110,7 @@ class ClpMethod(Method):
             problems.append(f"eval_steps must be comma-separated integers, got '{p['eval_steps']}'")
         if any(s < 0 for s in steps):
             problems.append(f"eval_steps must be >= 0, got '{p['eval_steps']}'")
-        if problems:
-            raise ConfigError(problems, source=f"method {self.name}")
-        p["eval_steps"] = ",".join(map(str, sorted(set(steps))))
-        return p
+        return problems
 
     # ------------------------------------------------------------------ shared pieces
 

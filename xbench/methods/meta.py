@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from xbench import cache
-from xbench.errors import ConfigError, XbenchError
+from xbench.errors import XbenchError
 from xbench.methods.base import Encoder, Method
 from xbench.results.transductive import pool_entries
 
@@ -31,6 +31,7 @@ class MetaMethod(Method):
     scope = "shared"
     compared_with = "meta-single"
     variant = "meta"
+    uses_model = False  # its own tokenizer and architecture (the params), trained from scratch
     defaults: dict[str, Any] = {
         # §6.5 smoke column
         "total_steps": 600, "phase1_share": 0.5, "phase1_lang": SOURCE_LANG, "alpha": 0.5, "vocab_size": 4000,
@@ -39,8 +40,7 @@ class MetaMethod(Method):
         "lr": 5e-4, "warmup_steps": 30, "weight_decay": 0.01, "batch_size": 16, "seq_len": 64, "pretrain_seed": 0,
     }
 
-    def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
-        p = super().resolve_params(given)
+    def check(self, p: dict[str, Any]) -> list[str]:
         problems = self.smoke_only_problems("mono_en and mono_<lang>")
         problems += self.minimum_problems(p, {**dict.fromkeys(("total_steps", "batch_size", "layers", "hidden", "heads",
                                                                "ffn", "vocab_size"), 1), "seq_len": 8,
@@ -54,9 +54,7 @@ class MetaMethod(Method):
         if p["phase1_lang"] not in self.languages():
             problems.append(f"phase1_lang '{p['phase1_lang']}' is neither the source language nor a target of the run "
                             f"({', '.join(self.languages())})")
-        if problems:
-            raise ConfigError(problems, source=f"method {self.name}")
-        return p
+        return problems
 
     def languages(self) -> list[str]:
         """English first, then the run's targets: the phase-2 corpus and the tokenizer's."""

@@ -23,6 +23,11 @@ class ScratchMethod(Method):
     scope = "per-language"
     defaults: dict[str, Any] = {"budget_tokens": 0, "pretrain_seed": 0, "matches": ""}
 
+    def check(self, params: dict[str, Any]) -> list[str]:
+        if params["budget_tokens"] < 0:
+            return [f"budget_tokens must be >= 0 (0 = the profile's pretraining budget), got {params['budget_tokens']}"]
+        return []
+
     def pretrain_args(self) -> dict[str, Any]:
         return dict(self.ctx.profile["pretrain"]["mlm"])
 
