@@ -2,7 +2,9 @@
 fine-tuning for MLQA and XQuAD, and the leaderboard's G-XLT matrix."""
 from __future__ import annotations
 
+import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,24 @@ from xbench.registry import get_task
 pytestmark = pytest.mark.slow
 
 FAST = ["--set", "finetune.max_steps=12"]
+
+
+def _question_ids(path: Path) -> list[str]:
+    """The question ids of a SQuAD-format file, read directly (not through xbench's loader)."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return [qa["id"] for art in json.loads(raw)["data"] for par in art["paragraphs"] for qa in par["qas"]]
+
+
+def _check_units(result: dict, pred_dir: Path, data_root: Path) -> None:
+    """Every unit has one prediction per question of its evaluation file, and scores on the 0-100 scale."""
+    split = result["run"]["eval_split"]
+    for unit, score in result["scores"]["per_language"].items():
+        files = result["task"]["data"][f"{unit}/{split}"]["files"]
+        assert len(files) == 1, files
+        ids = _question_ids(Path(files[0].get("root", data_root)) / files[0]["path"])
+        preds = [json.loads(line) for line in (pred_dir / f"{unit}.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert sorted(p["id"] for p in preds) == sorted(ids) and score["n"] == len(ids), unit
+        assert 0.0 <= score["exact_match"] <= score["f1"] <= 100.0, (unit, score)  # EM never exceeds F1
 
 
 def test_qa_cards_share_their_english_fine_tuning():
@@ -43,7 +63,16 @@ def test_mlqa_xlt_and_gxlt_then_xquad(data_root, tmp_path):
     assert r_g["scores"]["per_language"]["de"] == r_xlt["scores"]["per_language"]["de"]
     assert r_g["compute"]["finetune"][0]["reused"] and not r_xlt["compute"]["finetune"][0]["reused"]
     assert r_g["compute"]["finetune"][0]["cache_entry"] == r_xlt["compute"]["finetune"][0]["cache_entry"]
-    assert r_xlt["scoring"]["training_data"][0]["answers_lost_to_truncation"] >= 0
+    # Shared data: trained on the English TyDiQA-GoldP train file, every question of it.
+    (trained,) = r_xlt["scoring"]["training_data"]
+    assert trained["dataset"] == "tydiqa-goldp" and trained["lang"] == "en"
+    n_train = len(_question_ids(data_root / "tydiqa_goldp" / "train" / "tydiqa.goldp.en.train.json"))
+    assert trained["n_examples"] == n_train and trained["n_features"] >= n_train  # >= 1 window per question
+    # An answer is lost only if it is whole in no window, i.e. longer than the ~190-token overlap of
+    # two 384-token windows at stride 128; GoldP answers are short, so at most a handful.
+    assert 0 <= trained["answers_lost_to_truncation"] <= n_train // 100
+    for r, variant in ((r_xlt, "zero-shot"), (r_g, "zero-shot+question_langs=en,de")):
+        _check_units(r, root / variant / "smoke/source/xbench--tiny-en-bert/seed-1.predictions", data_root)
 
     lb = xbench("leaderboard", "--results-dir", str(out), "--output-dir", str(tmp_path / "lb"), env=env)
     assert lb.returncode == 0, lb.stderr
