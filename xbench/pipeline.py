@@ -246,8 +246,50 @@ def _split_name(spec: dict[str, Any], data_setting: str) -> str:
     return spec.get("shared", spec["split"]) if data_setting == "shared" else spec["split"]
 
 
+@dataclass
+class DataPlan:
+    """Which splits a run reads, for which languages: one definition for the run and its pre-flight."""
+
+    train_split: str
+    select_split: str | None
+    eval_split: str
+    select_lang_spec: str | None
+    groups: list[TrainGroup]
+
+    def select_lang(self, group: TrainGroup) -> str:
+        assert self.select_lang_spec is not None
+        return _select_lang(self.select_lang_spec, group)
+
+    def reads(self, task_type: Any) -> list[tuple[str, str, bool]]:
+        """(language or unit, split, for_eval) of every load the run makes, in the run's order."""
+        out: list[tuple[str, str, bool]] = []
+        for group in self.groups:
+            out.append((group.train_lang, self.train_split, False))
+            if self.select_split is not None:
+                out.append((self.select_lang(group), self.select_split, True))
+            out.extend((unit, self.eval_split, True) for unit in task_type.eval_units(group.eval_langs))
+        return list(dict.fromkeys(out))
+
+
+def _select_lang(spec: str, group: TrainGroup) -> str:
+    return spec.replace("{target}", group.train_lang)
+
+
+def data_plan(rr: ResolvedRun, method_scope: str) -> DataPlan:
+    proto = rr.card.protocol(rr.protocol)
+    data_setting = rr.profile["data_setting"]
+    return DataPlan(train_split=_split_name(proto.train, data_setting),
+                    select_split=_split_name(proto.select, data_setting) if proto.select else None,
+                    eval_split=_split_name(proto.eval, data_setting),
+                    select_lang_spec=proto.select["lang"] if proto.select else None,
+                    groups=plan_groups(method_scope, proto.train["lang"], rr.request.langs))
+
+
 def run(req: RunRequest, console: Any = None) -> list[Path]:
     rr = resolve(req)
+    from xbench.preflight import preflight
+
+    preflight(rr)  # every data file, the method's parameters and --model, before anything is built
     method_info = get_method(req.method)
     out_root = Path(req.output_dir)
     targets = {seed: result_path(out_root, rr.card.name, rr.protocol, rr.profile["name"], req.method, rr.model, seed,
@@ -444,12 +486,9 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
 
     req, card = rr.request, rr.card
     task_type = card.task_type_impl(req.options)
-    proto = card.protocol(rr.protocol)
     data_setting = rr.profile["data_setting"]
-    train_split = _split_name(proto.train, data_setting)
-    select_split = _split_name(proto.select, data_setting) if proto.select else None
-    eval_split = _split_name(proto.eval, data_setting)
-    groups = plan_groups(method.scope, proto.train["lang"], req.langs)
+    plan = data_plan(rr, method.scope)
+    train_split, select_split, eval_split, groups = plan.train_split, plan.select_split, plan.eval_split, plan.groups
 
     scores: dict[str, dict[str, float]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
@@ -578,7 +617,7 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
     feats = task_type.featurize(train, tokenizer, train=True)
     sel = sel_feats = None
     if select_split is not None:
-        sel_lang = proto.select["lang"].replace("{target}", group.train_lang)
+        sel_lang = _select_lang(proto.select["lang"], group)
         sel = task_type.load(sel_lang, select_split, req.data_dir, for_eval=True)
         data_prov[f"{sel_lang}/{select_split}"] = sel.provenance.to_dict()
         sel_feats = task_type.featurize(sel, tokenizer, train=False)

@@ -140,6 +140,20 @@ def load_pretrained(loader: Any, path: str, **kwargs: Any) -> Any:
     """`loader.from_pretrained(path)` with one clear message when neither a local copy nor the hub has it."""
     from xbench.data.sources import hub_offline
 
+    kind = getattr(loader, "__name__", str(loader))
+    is_model = "Tokenizer" not in kind and "Config" not in kind
+    if Path(path).expanduser().is_dir():
+        # transformers reports a folder without config.json as an unknown model type, and would load a
+        # pytorch_model.bin by unpickling it; say what is missing instead, and never unpickle.
+        from xbench.errors import ConfigError
+        from xbench.preflight import model_folder_problems
+
+        problems = model_folder_problems(Path(path).expanduser(), config="Tokenizer" not in kind, weights=is_model,
+                                         tokenizer="Tokenizer" in kind)
+        if problems:
+            raise ConfigError(problems, source=f"cannot load '{path}' with {kind}")
+    if is_model:
+        kwargs.setdefault("use_safetensors", True)
     try:
         return loader.from_pretrained(path, **kwargs)
     except OSError as exc:

@@ -59,6 +59,8 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise XbenchError(f"file not found: {path}") from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataFormatError(path, f"corrupt or truncated gzip data ({e})") from None
+    except OSError as e:  # a folder, no permission: still the user's file, not a bug
+        raise XbenchError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
 @dataclass

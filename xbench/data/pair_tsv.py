@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xbench.data.sources import Provenance, data_roots, no_data_message
+from xbench.data.textfiles import memoised, read_text
 from xbench.errors import DataFormatError, DataNotFoundError, XbenchError
 
 
@@ -30,16 +32,17 @@ def _check_label(raw: str, labels: list[str], placeholders: set[str], path: Path
 def read_per_language_tsv(path: Path, labels: list[str], placeholders: set[str]) -> list[PairExample]:
     """XTREME layout: premise<TAB>hypothesis<TAB>label, no header, no quoting."""
     examples: list[PairExample] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for i, line in enumerate(f, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line:
-                continue
-            cols = line.split("\t")
-            if len(cols) != 3:
-                raise DataFormatError(path, f"found {len(cols)} tab-separated columns", line=i,
-                                      expected="3 columns: premise, hypothesis, label")
-            examples.append(PairExample(cols[0], cols[1], _check_label(cols[2], labels, placeholders, path, i)))
+    # newline="" splits lines as open(..., newline="") did; reading the bytes first lets a decoding
+    # error name its line instead of escaping as a UnicodeDecodeError.
+    for i, line in enumerate(io.StringIO(read_text(path), newline=""), start=1):
+        line = line.rstrip("\n").rstrip("\r")
+        if not line:
+            continue
+        cols = line.split("\t")
+        if len(cols) != 3:
+            raise DataFormatError(path, f"found {len(cols)} tab-separated columns", line=i,
+                                  expected="3 columns: premise, hypothesis, label")
+        examples.append(PairExample(cols[0], cols[1], _check_label(cols[2], labels, placeholders, path, i)))
     if not examples:
         raise DataFormatError(path, "file is empty", expected="one premise<TAB>hypothesis<TAB>label line per example")
     return examples
@@ -51,22 +54,21 @@ OFFICIAL_COLUMNS = ("language", "gold_label", "sentence1", "sentence2")
 def read_official_tsv(path: Path, lang: str, labels: list[str], placeholders: set[str]) -> list[PairExample]:
     """The XNLI-1.0 release: one file per split, a header, and a `language` column."""
     examples: list[PairExample] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None:
-            raise DataFormatError(path, "file is empty", expected="a header line with " + ", ".join(OFFICIAL_COLUMNS))
-        missing = [c for c in OFFICIAL_COLUMNS if c not in header]
-        if missing:
-            raise DataFormatError(path, f"header lacks column(s) {', '.join(missing)}", line=1)
-        idx = {c: header.index(c) for c in OFFICIAL_COLUMNS}
-        for i, row in enumerate(reader, start=2):
-            if len(row) != len(header):
-                raise DataFormatError(path, f"found {len(row)} columns", line=i, expected=f"{len(header)} as in the header")
-            if row[idx["language"]] != lang:
-                continue
-            examples.append(PairExample(row[idx["sentence1"]], row[idx["sentence2"]],
-                                        _check_label(row[idx["gold_label"]], labels, placeholders, path, i)))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader, None)
+    if header is None:
+        raise DataFormatError(path, "file is empty", expected="a header line with " + ", ".join(OFFICIAL_COLUMNS))
+    missing = [c for c in OFFICIAL_COLUMNS if c not in header]
+    if missing:
+        raise DataFormatError(path, f"header lacks column(s) {', '.join(missing)}", line=1)
+    idx = {c: header.index(c) for c in OFFICIAL_COLUMNS}
+    for i, row in enumerate(reader, start=2):
+        if len(row) != len(header):
+            raise DataFormatError(path, f"found {len(row)} columns", line=i, expected=f"{len(header)} as in the header")
+        if row[idx["language"]] != lang:
+            continue
+        examples.append(PairExample(row[idx["sentence1"]], row[idx["sentence2"]],
+                                    _check_label(row[idx["gold_label"]], labels, placeholders, path, i)))
     if not examples:
         raise DataFormatError(path, f"no rows for language '{lang}'", field="language")
     return examples
@@ -109,9 +111,9 @@ def load_pair_split(card_data: dict[str, Any], params: dict[str, Any], lang: str
             if path is None:
                 continue
             if layout["layout"] == "per-language-tsv":
-                examples = read_per_language_tsv(path, labels, placeholders)
+                examples = memoised(read_per_language_tsv, path, labels, placeholders)
             elif layout["layout"] == "official-xnli-tsv":
-                examples = read_official_tsv(path, lang, labels, placeholders)
+                examples = memoised(read_official_tsv, path, lang, labels, placeholders)
             else:
                 raise XbenchError(f"unknown local layout '{layout['layout']}' in the task card")
             prov = Provenance("local", files=[roots.record(path)])

@@ -5,14 +5,13 @@ field and the question id, instead of producing silently wrong training labels o
 """
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from xbench.data.textfiles import read_text
 from xbench.errors import DataFormatError, XbenchError
 
 DuplicateIds = Literal["error", "number"]
@@ -30,26 +29,10 @@ class QAExample:
     title: str = ""
 
 
-def _read_bytes(path: Path) -> bytes:
+def _load_json(path: Path) -> Any:
     if not path.is_file():
         raise XbenchError(f"{path}: no such file")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise XbenchError(f"{path}: cannot read: {e}") from e
-    if not path.name.endswith(".gz"):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataFormatError(path, f"cannot decompress: {e}") from e
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        text = _read_bytes(path).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(path, f"not UTF-8 text (byte offset {e.start})") from e
+    text = read_text(path)
     if not text.strip():
         raise DataFormatError(path, "file is empty", expected="SQuAD JSON")
     try:

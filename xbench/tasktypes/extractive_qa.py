@@ -28,6 +28,7 @@ from typing import Any
 from xbench.atomic import hash_json
 from xbench.data.sources import Provenance, data_roots, no_data_message
 from xbench.data.squad import QAExample, read_squad
+from xbench.data.textfiles import memoised
 from xbench.errors import ConfigError, DataFormatError, DataNotFoundError, XbenchError
 from xbench.metrics.qa import SCHEMES
 from xbench.registry import TaskCard
@@ -328,7 +329,7 @@ def _load_source(source: dict[str, Any], split: str, context: str, question: str
             path = roots.find(rel)
             if path is None:
                 continue
-            examples = read_squad(path, require_answers=False, duplicate_ids=duplicate_ids)
+            examples = memoised(read_squad, path, require_answers=False, duplicate_ids=duplicate_ids)
             if _blanked(examples, path):
                 refused.append(f"{path}: its gold answers are blanked, so it cannot be scored or trained on"
                                + (f"; {layout['note']}" if layout.get("note") else ""))

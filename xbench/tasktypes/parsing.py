@@ -36,6 +36,7 @@ from xbench.components.biaffine import BiaffineParserHead
 from xbench.components.words import pool_words
 from xbench.data.conllu_io import Sentence, read_conllu, universal_deprel, write_conllu
 from xbench.data.sources import Provenance, data_roots, local_file_record, no_data_message
+from xbench.data.textfiles import memoised
 from xbench.errors import ConfigError, DataFormatError, DataNotFoundError, XbenchError
 from xbench.tasktypes.base import Split, TaskType, cached_features
 from xbench.tasktypes.token_labelling import MODEL_INPUTS, effective_max_length, encode_sentences, sentences_by_chunks
@@ -198,9 +199,17 @@ class DependencyParsing(TaskType):
 
     def load(self, lang: str, split: str, data_dir: str | Path | None, *, for_eval: bool) -> Split:
         path, treebank, root = self.find_file(lang, split, data_dir)
-        sentences = read_conllu(path)
+        sentences = memoised(read_conllu, path)
         if for_eval:
             self._treebanks[lang] = treebank
+        else:
+            # Training labels are looked up at featurisation, after the model is built; checking them
+            # here lets the run's pre-flight report a bad DEPREL before any work starts.
+            label_id = {label: i for i, label in enumerate(self.labels)}
+            for s in sentences:
+                if not all(universal_deprel(rel) in label_id for rel in s.deprels):
+                    for k in range(len(s)):
+                        self._label(label_id, s, k)
         return Split(lang, split, sentences, Provenance("local", files=[local_file_record(path, root)]))
 
     # ------------------------------------------------------------------ features

@@ -21,6 +21,7 @@ from typing import Any
 
 from xbench.data.panx import labels_are_scorable, read_panx
 from xbench.data.sources import Provenance, data_roots, no_data_message
+from xbench.data.textfiles import memoised
 from xbench.errors import DataNotFoundError, XbenchError
 from xbench.tasktypes.base import Split, TaskType, cached_features
 
@@ -133,7 +134,13 @@ class TokenLabelling(TaskType):
             path = roots.find(rel)
             if path is not None:
                 # read_panx checks every tag against IOB2 over PER/ORG/LOC, naming file and line.
-                examples = read_panx(path, require_labels=True)
+                examples = memoised(read_panx, path, require_labels=True)
+                # The reader knows PAN-X's tags; a card with another label set would otherwise fail
+                # with a KeyError at featurisation, after the model is built.
+                unknown = sorted({t for _, tags in examples for t in tags} - set(self.labels))
+                if unknown:
+                    raise XbenchError(f"{path}: tags {unknown} are not in task '{self.card.name}''s label set "
+                                      f"{self.labels}")
                 record = roots.record(path)
                 if for_eval:
                     self._scored[f"{lang}/{split}"] = f"local {record['path']}"
