@@ -72,14 +72,14 @@ class Row:
         per_seed = {s: statistics.fmean(self.per_lang[u][s] for u in units) for s in self.complete_seeds(units)}
         return stat_of(per_seed)
 
-    def average_note(self, units: list[str]) -> str | None:
+    def average_note(self, units: list[str], label: str = "avg") -> str | None:
         """Which seeds an average leaves out and why, when it leaves out some but not all."""
         used = self.complete_seeds(units)
         if not units or not used or len(used) == len(self.seeds):
             return None
         why = "; ".join(f"seed {s} lacks {', '.join(u for u in units if s not in self.per_lang.get(u, {}))}"
                         for s in self.seeds if s not in used)
-        return f"avg over seeds {','.join(map(str, used))} ({why})"
+        return f"{label} over seed{'s' if len(used) > 1 else ''} {','.join(map(str, used))} ({why})"
 
     def all_flags(self) -> list[str]:
         flag = row_flag(self.key[0], self.transductive)

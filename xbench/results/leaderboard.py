@@ -119,7 +119,8 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
             if base is not None and avg is not None:
                 b_avg = base.average(sets[card])
                 delta = None if b_avg is None else avg.mean - b_avg.mean
-            notes = [n for n in (r.average_note(sets[name]) for name, _ in avg_cols) if n]
+            notes = [n for n in (r.average_note(sets[name], "avg" if len(avg_cols) == 1 else LABELS[name])
+                                 for name, _ in avg_cols) if n]
             body.append({"row": r, "cells": stats, "avgs": avgs, "avg": avg, "delta": delta,
                          "delta_vs": base.method if base is not None else None,
                          "flags": sorted(set(r.all_flags()) | set(notes))})
