@@ -191,3 +191,10 @@ def test_a_task_name_that_escapes_the_output_folder_is_refused(tmp_path):
         write_leaderboards(tmp_path / "results", out)
     assert str(path) in str(exc.value)
     assert not list(tmp_path.rglob("ESCAPED*")) and not out.exists()
+
+
+def test_a_warning_quoting_a_pipe_stays_in_its_cell(tmp_path):
+    write_result(tmp_path, "source", "baseline", 1, {"de": 0.1}, warnings=("de: 60% of the answers are 'a | b'",))
+    md = render_markdown("xquad", build_tables(iter_results(tmp_path), ["de"]), card_version=1)
+    line = _lines(md, "| source")
+    assert line.count(" | ") == _lines(md, "| Method").count(" | ")

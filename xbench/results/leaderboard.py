@@ -189,10 +189,11 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
             delta = _delta(b)
             cells = [_cell(b["cells"][lang], t["best"].get(lang)) for lang in t["langs"]]
             avgs = [_cell(b["avgs"][n], t["best"].get(n)) for n, _ in t["avg_cols"]]
+            # A warning may quote a predicted answer, which may hold a `|` that would split the table cell.
             lines.append("| " + " | ".join([name, *cells, *avgs, delta,
                                              _compute_cell(r, "transfer"), _compute_cell(r, "source_pretraining"),
                                              ",".join(sorted(r.eval_splits)), ",".join(map(str, r.seeds)),
-                                             ", ".join(b["flags"])]) + " |")
+                                             ", ".join(b["flags"]).replace("|", "\\|")]) + " |")
         lines.append("")
         for m in t["matrices"]:
             lines += _matrix_markdown(m)
