@@ -133,6 +133,7 @@ CASES = [
                                                                  "block 'nope'; valid blocks: mlm"]),
     Case("set-profile-name", [*RUN, "--set", "name=../x"], ["--set name: no such profile setting"]),
     Case("set-negative-seed", [*RUN, "--set", "seeds=[-1]"], ["--set seeds: seeds are non-negative integers, got -1"]),
+    Case("set-no-value", [*RUN, "--set", "finetune.lr"], ["--set expects key=value, got: finetune.lr"]),
     Case("set-all-at-once", [*RUN, "--set", "finetune.lrr=5", "--set", "finetune.lr=abc", "--set", "finetune.max_steps=0"],
          ["3 problems", "unknown setting 'lrr'", "expected a number, got 'abc'", "must be >= 1, got 0"]),
     # --output-dir

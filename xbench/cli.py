@@ -89,7 +89,7 @@ def list_cmd() -> None:
     console.print(profiles)
 
 
-def _parse_params(items: list[str]) -> dict[str, str]:
+def _parse_params(items: list[str], option: str = "--param") -> dict[str, str]:
     params, bad = {}, []
     for item in items:
         key, sep, value = item.partition("=")
@@ -98,7 +98,7 @@ def _parse_params(items: list[str]) -> dict[str, str]:
         else:
             params[key.strip()] = value.strip()
     if bad:
-        raise XbenchError(f"--param expects key=value, got: {', '.join(bad)}")
+        raise XbenchError(f"{option} expects key=value, got: {', '.join(bad)}")
     return params
 
 
@@ -129,14 +129,14 @@ def run(
                      seeds=_parse_seeds(seeds), output_dir=str(output_dir), data_dir=str(data_dir) if data_dir else None,
                      resume=resume, overwrite=overwrite, params=_parse_params(param or []),
                      options=_task_options(question_langs, treebank, option or []),
-                     overrides=_parse_params(set_ or []))
+                     overrides=_parse_params(set_ or [], "--set"))
     console = _console()
     paths = run_pipeline(req, console)
     _print_run_table(console, paths)
 
 
 def _task_options(question_langs: str | None, treebank: str | None, items: list[str]) -> dict[str, object]:
-    options: dict[str, object] = dict(_parse_params(items))
+    options: dict[str, object] = dict(_parse_params(items, "--option"))
     if question_langs:
         options["question_langs"] = _csv(question_langs)
     if treebank:
