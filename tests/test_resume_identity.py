@@ -195,6 +195,30 @@ def test_cache_reports_reuse_of_an_entry_finished_while_waiting(tmp_path, monkey
     assert not built and cache.read_entry(path)["manifest"] == {"by": "other"}
 
 
+def test_cache_says_when_it_waits_for_another_builder(tmp_path, monkeypatch):
+    import fcntl
+
+    monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))
+    key = {"n": 3}
+    entry = cache.entry_path("test", key)
+    lock = entry.with_name(entry.name + ".lock")
+    lock.parent.mkdir(parents=True)
+    said = threading.Event()
+    outcome: list[tuple[Path, bool]] = []
+    with open(lock, "w") as held:  # another builder holds the entry's lock
+        fcntl.flock(held, fcntl.LOCK_EX)
+        t = threading.Thread(target=lambda: outcome.append(cache.get_or_build_status(
+            "test", key, lambda out, work: {"x": 1}, waiting=lambda path: said.set())))
+        t.start()
+        assert said.wait(timeout=60), "the wait was not announced"
+        fcntl.flock(held, fcntl.LOCK_UN)
+    t.join(timeout=60)
+    assert outcome == [(entry, True)]  # that builder gave up without an entry: this one built it
+    quiet: list[Path] = []
+    cache.get_or_build_status("test", {"n": 4}, lambda out, work: {}, waiting=quiet.append)
+    assert quiet == []  # no other holder, nothing said
+
+
 def test_cache_reports_its_own_build_then_reuse(tmp_path, monkeypatch):
     monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))
     first = cache.get_or_build_status("test", {"n": 2}, lambda out, work: {"x": 1})

@@ -60,12 +60,14 @@ def get_or_build(kind: str, key: dict[str, Any], build: Callable[[Path, Path], d
     return get_or_build_status(kind, key, build)[0]
 
 
-def get_or_build_status(kind: str, key: dict[str, Any],
-                        build: Callable[[Path, Path], dict[str, Any] | None]) -> tuple[Path, bool]:
+def get_or_build_status(kind: str, key: dict[str, Any], build: Callable[[Path, Path], dict[str, Any] | None],
+                        waiting: Callable[[Path], None] | None = None) -> tuple[Path, bool]:
     """`get_or_build`, plus whether this call built the entry (False: it was reused).
 
     Only this can tell: an entry absent before the call may have been finished by another
-    process while this one waited on the lock, and then it was reused, not built.
+    process while this one waited on the lock, and then it was reused, not built. `waiting(path)`
+    is called when another process holds the entry's lock, before this one blocks on it, so that
+    a wait of minutes is said rather than silent.
     """
     path = entry_path(kind, key)
     if (path / "entry.json").is_file():
@@ -75,7 +77,15 @@ def get_or_build_status(kind: str, key: dict[str, Any],
         # Under torchrun a build trains with DDP, so every rank must run it (a lock would deadlock
         # the collectives); rank 0 publishes the entry, the others drop their copies.
         return _build_distributed(kind, key, build, path, rank), True
-    with _locked(path.with_name(path.name + ".lock")):
+    lock = path.with_name(path.name + ".lock")
+    if waiting is not None and lock.exists():
+        with open(lock) as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(probe, fcntl.LOCK_UN)
+            except BlockingIOError:
+                waiting(path)
+    with _locked(lock):
         if (path / "entry.json").is_file():  # built by another process while we waited
             return path, False
         work = path.with_name(path.name + ".work")

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -665,8 +666,12 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
         return {"record": fit.record.to_dict(), "best": fit.best}
 
+    def waiting(entry: Path) -> None:
+        print(f"waiting for another xbench process that is fine-tuning cache entry {entry.name} "
+              f"(same encoder, data, settings and seed); its model is reused when it finishes", file=sys.stderr, flush=True)
+
     # Decided by the cache under its lock: an entry another run finished while we waited is reused.
-    path, built = cache.get_or_build_status("finetuned", key, build)
+    path, built = cache.get_or_build_status("finetuned", key, build, waiting=waiting)
     cached = not built
     manifest = cache.read_entry(path)["manifest"]
     from safetensors.torch import load_file
