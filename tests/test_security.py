@@ -94,7 +94,8 @@ def _features(kind: str, tmp_path: Path, tok, train: bool):
 def _same(a, b) -> bool:
     """Equal and of the same types all the way down (a tuple must not come back as a list)."""
     if isinstance(a, np.ndarray):
-        return isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all())
+        return (isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all())
+                and b.flags.writeable)
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):

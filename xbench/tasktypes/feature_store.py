@@ -169,7 +169,8 @@ def _decode(table: Any) -> Any:
                 raise UnreadableEntry(f"column '{name}': dtype {dtype} is not numeric")
             data = table.column(f"{name}#0").combine_chunks().to_pylist()
             shapes = _to_python(table.column(f"{name}#1").combine_chunks())
-            cols.append([np.frombuffer(b, dtype=dtype).reshape(s) for b, s in zip(data, shapes)])
+            # Copies, so that they are writable like the arrays that were stored.
+            cols.append([np.frombuffer(b, dtype=dtype).reshape(s).copy() for b, s in zip(data, shapes)])
         elif c["kind"] == "py":
             values = _to_python(table.column(f"{name}#0").combine_chunks())
             if _has_tuple(c.get("shape")):
