@@ -148,3 +148,29 @@ def test_missing_english_text_says_why_english_is_needed(tmp_path, monkeypatch):
     assert "smoke profile's source model" in msg and "--model" in msg
     for looked_for in ("ud/UD_English-EWT/*-ud-train.conllu", "xnli/dev/en.tsv", "xquad/xquad.en.json"):
         assert looked_for in msg
+
+
+def test_tiny_source_model_records_its_vocabulary_and_is_keyed_by_its_text(tmp_path, monkeypatch):
+    """A miniature of the smoke source model: vocabulary bound and alphabet in its stage record, and
+    other text gives another cache entry (the cache key holds the pool's files and hashes)."""
+    from xbench.components import source_models
+
+    monkeypatch.delenv("XBENCH_DATA", raising=False)
+    monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))
+    spec = {"lang": "en", "vocab_size": 40, "limit_alphabet": 12,
+            "config": {"model_type": "bert", "num_hidden_layers": 1, "hidden_size": 8, "num_attention_heads": 1,
+                       "intermediate_size": 8, "max_position_embeddings": 64},
+            "pretrain": {"lr": 1e-3, "batch_size": 4, "seq_len": 32, "max_steps": 2, "warmup_steps": 0,
+                         "weight_decay": 0.0, "seed": 0}}
+    monkeypatch.setitem(source_models.TINY_MODELS, "xbench/tiny-test-bert", spec)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma"]
+    one = _english_root(tmp_path / "one", [" ".join(3 * (words[i:] + words[:i])) + " 猫狗鱼鸟" for i in range(10)])
+    other = _english_root(tmp_path / "other", [" ".join(3 * (words[i:] + words[:i])) + " 马牛羊" for i in range(10)])
+    a = source_models.resolve_source_model("xbench/tiny-test-bert", str(one))
+    b = source_models.resolve_source_model("xbench/tiny-test-bert", str(other))
+    assert a.path != b.path
+    record = a.stages[0]["extra"]["tokenizer"]
+    assert record["vocab_size"] <= 40 and record["alphabet_size"] <= 12 and record["limit_alphabet"] == 12
+    from transformers import AutoTokenizer
+
+    assert len(AutoTokenizer.from_pretrained(a.path)) == record["vocab_size"]

@@ -132,8 +132,13 @@ def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) ->
     entry = cache.read_entry(path)
     from xbench.atomic import sha256_file
 
-    return SourceModel(name, str(path), stages=entry["manifest"]["stages"],
-                       weights_sha256=sha256_file(path / "model.safetensors"), manifest=entry["manifest"])
+    manifest = entry["manifest"]
+    # The pretraining stage carries the vocabulary it trained (size, alphabet): the result's compute
+    # record then says what the source model's tokenizer is.
+    stages = [{**s, "extra": {**s.get("extra", {}), "tokenizer": manifest["tokenizer"]}} if "tokenizer" in manifest
+              else s for s in manifest["stages"]]
+    return SourceModel(name, str(path), stages=stages,
+                       weights_sha256=sha256_file(path / "model.safetensors"), manifest=manifest)
 
 
 def load_pretrained(loader: Any, path: str, **kwargs: Any) -> Any:
