@@ -136,6 +136,9 @@ CASES = [
     Case("set-no-value", [*RUN, "--set", "finetune.lr"], ["--set expects key=value, got: finetune.lr"]),
     Case("set-all-at-once", [*RUN, "--set", "finetune.lrr=5", "--set", "finetune.lr=abc", "--set", "finetune.max_steps=0"],
          ["3 problems", "unknown setting 'lrr'", "expected a number, got 'abc'", "must be >= 1, got 0"]),
+    Case("syntax-and-settings-at-once", [*RUN[:-1], "-1,x", "--set", "oops", "--set", "finetune.lrr=5", "--param", "=1"],
+         ["4 problems", "got 'x' in '-1,x'", "--set expects key=value, got: oops", "--param expects key=value, got: =1",
+          "unknown setting 'lrr'"]),
     # --output-dir
     Case("output-dir-is-a-file", RUN, ["--output-dir", "is a file, not a folder"], out="{tmp}/file",
          setup=lambda tmp: _write(tmp / "file", "x")),

@@ -90,16 +90,22 @@ def list_cmd() -> None:
 
 
 def _parse_params(items: list[str], option: str = "--param") -> dict[str, str]:
+    params, problem = _split_params(items, option)
+    if problem:
+        raise XbenchError(problem)
+    return params
+
+
+def _split_params(items: list[str], option: str) -> tuple[dict[str, str], str | None]:
+    """The well-formed key=value items, and a problem naming the others (None if there are none)."""
     params, bad = {}, []
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             bad.append(item)
         else:
             params[key.strip()] = value.strip()
-    if bad:
-        raise XbenchError(f"{option} expects key=value, got: {', '.join(bad)}")
-    return params
+    return params, (f"{option} expects key=value, got: {', '.join(bad)}" if bad else None)
 
 
 @app.command()
@@ -122,14 +128,37 @@ def run(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a profile setting, e.g. finetune.max_steps=50 or pretrain.mlm.lr=1e-3 (repeatable).")] = None,
 ) -> None:
     """Build the encoder, fine-tune, evaluate, and write one result file per seed."""
-    from xbench.pipeline import RunRequest
+    from collections.abc import Callable
+    from typing import Any
+
+    from xbench.errors import ConfigError
+    from xbench.pipeline import RunRequest, resolve
     from xbench.pipeline import run as run_pipeline
 
+    problems: list[str] = []
+
+    def parsed(parse: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        """parse(*args), or `default` with the syntax error kept to be reported with resolve()'s problems."""
+        try:
+            return parse(*args)
+        except XbenchError as exc:
+            problems.append(str(exc))
+            return default
+
+    overrides, set_problem = _split_params(set_ or [], "--set")  # the well-formed items are still checked
+    problems += [set_problem] if set_problem else []
     req = RunRequest(method=method, task=task, langs=_csv(langs), protocol=protocol, profile=profile, model=model,
-                     seeds=_parse_seeds(seeds), output_dir=str(output_dir), data_dir=str(data_dir) if data_dir else None,
-                     resume=resume, overwrite=overwrite, params=_parse_params(param or []),
-                     options=_task_options(question_langs, treebank, option or []),
-                     overrides=_parse_params(set_ or [], "--set"))
+                     seeds=parsed(_parse_seeds, seeds), output_dir=str(output_dir),
+                     data_dir=str(data_dir) if data_dir else None, resume=resume, overwrite=overwrite,
+                     params=parsed(_parse_params, param or [], default={}),
+                     options=parsed(_task_options, question_langs, treebank, option or [], default={}),
+                     overrides=overrides)
+    if problems:  # every problem at once: the rest of the request is still checked
+        try:
+            resolve(req)
+        except ConfigError as exc:
+            problems += exc.problems
+        raise ConfigError(problems, source="xbench run")
     console = _console()
     paths = run_pipeline(req, console)
     _print_run_table(console, paths)
