@@ -1,6 +1,7 @@
 """--data-dir adds to XBENCH_DATA (issue 9, A.6): lookup order, overrides, provenance, source-model identity."""
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 from pathlib import Path
@@ -174,3 +175,16 @@ def test_tiny_source_model_records_its_vocabulary_and_is_keyed_by_its_text(tmp_p
     from transformers import AutoTokenizer
 
     assert len(AutoTokenizer.from_pretrained(a.path)) == record["vocab_size"]
+
+
+def test_a_treebank_file_under_data_dir_replaces_the_one_below_whatever_its_compression(tmp_path, monkeypatch):
+    base = _english_root(tmp_path / "base", ["Base sentence."])
+    extra = tmp_path / "extra"
+    path = extra / "ud/UD_English-EWT/en_ewt-ud-train.conllu.gz"  # base has the plain .conllu
+    path.parent.mkdir(parents=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(CONLLU.format(i=1, text="Extra sentence."))
+    monkeypatch.setenv("XBENCH_DATA", str(base))
+    pool = build_pool("en", str(extra), include_xquad=False)
+    assert pool.lines == ["Extra sentence."]
+    assert [f["root"] for f in pool.files] == [str(extra.resolve())]

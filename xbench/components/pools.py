@@ -117,7 +117,7 @@ def build_pool(lang: str, data_dir: str | Path | None = None, *, include_xquad: 
     candidates: list[tuple[str, Path, list[str]]] = []
     tb = UD_TREEBANKS.get(lang)
     if tb:
-        files = roots.glob(f"ud/{tb}", "*-ud-train.conllu*") or roots.glob(f"ud/{tb}", "*-ud-dev.conllu*")
+        files = roots.glob_first(f"ud/{tb}", "*-ud-train.conllu*") or roots.glob_first(f"ud/{tb}", "*-ud-dev.conllu*")
         for p in files:
             candidates.append(("ud", p, _conllu_text(p)))
     xnli_dev = roots.find(f"xnli/dev/{lang}.tsv")

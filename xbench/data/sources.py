@@ -54,6 +54,16 @@ class DataRoots:
                     found.setdefault(path.name, path)
         return [found[name] for name in sorted(found)]
 
+    def glob_first(self, rel_dir: str | Path, pattern: str) -> list[Path]:
+        """Files matching `pattern` in `rel_dir` of the first root that has any: for files that stand
+        for one another under different names (a treebank's `.conllu` and `.conllu.gz`)."""
+        for root in self.roots:
+            folder = root / rel_dir
+            found = sorted(folder.glob(pattern)) if folder.is_dir() else []
+            if found:
+                return found
+        return []
+
     def root_of(self, path: Path) -> Path | None:
         for root in self.roots:
             if path == root or root in path.parents:
