@@ -10,6 +10,13 @@ reading every older version, MTEB style):
      gap and retrieval accuracy), and run.variant (the task options that change what is evaluated,
      e.g. "treebank=pud"; "" for none). Version-1 files read as compared_with "scratch" for
      transfer methods, no report and no variant.
+  3: the averages are named and defined once (xbench/results/averages.py): scores.averages
+     ({"xlt", "gxlt", "card"} -> value of the primary metric), scores.average_units (the units each
+     is taken over) and scores.average_excludes (the card's excluded languages); scores.average is
+     the card average. flags.transductive entries are "<task>:<lang>" (evaluation data of that
+     task and language was in pretraining text) and only name the task evaluated; flags.warnings
+     (strings) and run.eval_split are always present. Older files are upgraded on load
+     (`upgrade`): excludes are inferred from averaged_over, and the averages recomputed.
 The full field reference is in README.md ("Result files").
 """
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 from xbench.errors import DataFormatError, XbenchError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 REQUIRED = ("schema_version", "task", "method", "model", "run", "scores", "compute", "config_hash", "environment")
 
 
@@ -79,24 +86,69 @@ def protocol_label(result: dict[str, Any]) -> str:
 
 
 def load_result(path: Path) -> dict[str, Any]:
+    """A result file of any schema version, type-checked and upgraded to the current one."""
+    from xbench.results.validate import check_result
+
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataFormatError(path, f"cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(path, f"not UTF-8 text (byte {exc.start})", expected="an xbench result file (JSON)") from None
     except json.JSONDecodeError as exc:
         raise DataFormatError(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
+    except RecursionError:
+        raise DataFormatError(path, "JSON nested too deeply", expected="an xbench result file") from None
     if not isinstance(data, dict):
         raise DataFormatError(path, "expected a JSON object at the top level")
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise DataFormatError(path, f"missing key(s) {', '.join(missing)}", expected="an xbench result file")
     version = data["schema_version"]
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DataFormatError(path, f"got {version!r}", field="schema_version", expected="a positive integer")
+    if version > SCHEMA_VERSION:
         raise DataFormatError(path, f"schema_version {version!r} is newer than this xbench reads ({SCHEMA_VERSION}); upgrade xbench",
                               field="schema_version")
+    check_result(path, data)
+    problem = path_component_problem("task name", data["task"]["name"])
+    if problem:  # it names the leaderboard file
+        raise DataFormatError(path, problem, field="task.name")
+    return upgrade(data)
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill in, in place, what a file of an older schema version lacks (the one place that knows)."""
+    from xbench.results.averages import infer_excludes, named_averages, unit_sets
+
+    method, run, scores = data["method"], data["run"], data["scores"]
+    flags = data.setdefault("flags", {})
+    method.setdefault("kind", "transfer")
+    # Version 1 predates compared_with: a transfer method was compared with plain scratch.
+    method.setdefault("compared_with", "scratch" if method["kind"] == "transfer" else "")
+    run.setdefault("variant", "")
+    run.setdefault("eval_split", flags.get("eval_split"))
+    flags.setdefault("transductive", [])
+    flags.setdefault("warnings", [])
+    units = list(scores["per_language"])
+    if "average_excludes" not in scores:
+        scores["average_excludes"] = infer_excludes(units, scores.get("averaged_over") or units)
+    if "average_units" not in scores:
+        scores["average_units"] = unit_sets(units, scores["average_excludes"])
+    if "averages" not in scores:
+        metric = scores["metric"]
+        values = {u: v[metric] for u, v in scores["per_language"].items() if metric in v}
+        scores["averages"] = named_averages(values, scores["average_units"])
     return data
 
 
 def iter_results(root: Path, task: str | None = None) -> list[dict[str, Any]]:
     root = Path(root)
+    problem = path_component_problem("task", task) if task else None
+    if problem:
+        raise XbenchError(problem)
     pattern = f"{task}/**/seed-*.json" if task else "**/seed-*.json"
     out = []
     for path in sorted(root.glob(pattern)):
