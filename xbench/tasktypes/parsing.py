@@ -167,7 +167,9 @@ class DependencyParsing(TaskType):
                     raise XbenchError(f"{len(hits)} candidate files for {treebank} {split} in {folder}: "
                                       f"{', '.join(p.name for p in hits)}; keep one")
                 if hits:
-                    name = folder.resolve().name if folder.resolve().name.startswith("UD_") else hits[0].name.split("-ud-")[0]
+                    # A "." pattern is the root itself: its own name, not ".", tells the treebank.
+                    folder_name = folder.resolve().name
+                    name = folder_name if folder_name.startswith("UD_") else hits[0].name.split("-ud-")[0]
                     return hits[0], name, root
                 if files or not flat:
                     lacking.append((folder, sorted({p.name.split("-ud-", 1)[1].split(".", 1)[0] for p in files})))
