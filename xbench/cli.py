@@ -235,6 +235,11 @@ def check(
     from xbench.results.schema import iter_results
 
     ref = load_reference(reference)
+    if not results_dir.is_dir():
+        raise XbenchError(f"no results directory {results_dir}; run the suite first or pass --results-dir")
+    for name, value in (("--floor", floor), ("--k", k)):
+        if value is not None and not (value >= 0 and value != float("inf")):
+            raise XbenchError(f"{name} {value}: expected a non-negative number")
     rows = compare(ref, iter_results(results_dir), floor=floor, k=k)
     bad = [r for r in rows if r.status != "ok"]
     console = _console()
@@ -252,11 +257,6 @@ def check(
     raise typer.Exit(1)
 
 
-    if not results_dir.is_dir():
-        raise XbenchError(f"no results directory {results_dir}; run the suite first or pass --results-dir")
-    for name, value in (("--floor", floor), ("--k", k)):
-        if value is not None and not (value >= 0 and value != float("inf")):
-            raise XbenchError(f"{name} {value}: expected a non-negative number")
 @baseline_app.command("update")
 def baseline_update(
     output: Annotated[Path, typer.Option(help="Reference file to write, e.g. baselines/smoke.json.")] = Path("baselines/smoke.json"),

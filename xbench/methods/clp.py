@@ -175,8 +175,8 @@ class ClpMethod(Method):
         def build(out: Path, work: Path) -> dict[str, Any]:
             from transformers import AutoTokenizer, BertConfig, GPT2Config
 
-            from xbench.components.bpe import train_byte_bpe
             from xbench.atomic import reuse_or_clear, save_pretrained_atomic
+            from xbench.components.bpe import train_byte_bpe
             from xbench.components.lm_stages import init_model, packed_blocks, train_lm
             from xbench.components.wordpiece import train_wordpiece, vocabulary_stats
             from xbench.runner.compute import StageRecord

@@ -147,23 +147,6 @@ class TaskType(ABC):
             out.update(majority(*labels))
         return out
 
-
-    def predicted_labels(self, split: Split, predictions: list[Any]) -> tuple[list[Any], list[Any] | None, int] | None:
-        """(predicted labels, gold labels or None, number of classes), flattened to one label per
-        decision, for the majority-prediction share; None where the type has no label set."""
-        return None
-
-    def diagnostics(self, split: Split, features: Sequence[dict[str, Any]], predictions: list[Any],
-                    tokenizer: Any) -> dict[str, Any]:
-        """The unit's [UNK] rate and majority-prediction share (definitions: tasktypes/diagnostics.py)."""
-        from xbench.tasktypes.diagnostics import majority, unk_rate
-
-        out = unk_rate(features, tokenizer)
-        labels = self.predicted_labels(split, predictions)
-        if labels is not None:
-            out.update(majority(*labels))
-        return out
-
     def pad_values(self, tokenizer: Any) -> dict[str, int]:
         return {"input_ids": tokenizer.pad_token_id or 0, "labels": -100}
 
