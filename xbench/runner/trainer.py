@@ -98,7 +98,9 @@ def get_accelerator(mixed_precision: str):
     from accelerate import Accelerator
 
     if _ACCELERATOR is None:
-        _ACCELERATOR = Accelerator(mixed_precision=mixed_precision)
+        # Without cpu=True a CPU-only torchrun launch sets up one non-distributed process per rank,
+        # each training alone on its shard with unsynchronised weights (tests/test_distributed.py).
+        _ACCELERATOR = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
     elif _ACCELERATOR.mixed_precision != mixed_precision:
         raise XbenchError(f"mixed precision '{mixed_precision}' requested after '{_ACCELERATOR.mixed_precision}' "
                           "was set up in this process")
