@@ -8,6 +8,7 @@ import pytest
 
 from tests.test_cli import xbench
 from xbench.components.source_models import TINY_MODELS
+from xbench.results.schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ def test_source_and_scratch_runs_results_and_leaderboard(data_root, tmp_path):
     assert src.returncode == 0, src.stderr[-3000:]
     path = out / "xnli" / "zero-shot" / "smoke" / "source" / "xbench--tiny-en-bert" / "seed-1.json"
     r = json.loads(path.read_text())
-    assert r["schema_version"] == 2 and r["method"]["compared_with"] == "" and r["task"]["version"] == 1 and r["run"]["seed"] == 1
+    assert r["schema_version"] == SCHEMA_VERSION and r["method"]["compared_with"] == "" and r["task"]["version"] == 1 and r["run"]["seed"] == 1
     assert set(r["scores"]["per_language"]) == {"de", "zh"}
     for lang in ("de", "zh"):
         s = r["scores"]["per_language"][lang]
