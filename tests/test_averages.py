@@ -142,3 +142,20 @@ def test_extractive_qa_averaged_units_use_the_shared_definition():
     t = card.task_type_impl({})
     units = ["de", "zh", "ro"]
     assert t.averaged_units(units) == unit_sets(units, card.raw["average_excludes"])["card"] == ["de", "zh"]
+
+
+def test_a_source_model_built_from_other_text_is_another_row(tmp_path):
+    # Two smoke runs whose tiny source model learnt from different English text (another --data-dir)
+    # are different models: they must neither share a row nor count as two seeds of one.
+    import json
+
+    from xbench.results.aggregate import aggregate
+
+    a = write_result(tmp_path / "a", "source", "baseline", 1, {"de": 0.40})
+    b = write_result(tmp_path / "b", "source", "baseline", 1, {"de": 0.30})
+    for path, text_hash in ((a, "1" * 64), (b, "2" * 64)):
+        data = json.loads(path.read_text())
+        data["model"]["source_text_hash"] = text_hash
+        path.write_text(json.dumps(data))
+    rows = aggregate(iter_results(tmp_path / "a") + iter_results(tmp_path / "b"))
+    assert sorted(key[4] for key in rows) == ["xbench/tiny-en-bert@11111111", "xbench/tiny-en-bert@22222222"]

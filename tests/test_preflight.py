@@ -335,7 +335,11 @@ def test_non_utf8_bytes_name_the_file_and_line(tmp_path: Path, name: str, data: 
 def test_model_folder_problems_are_named(tmp_path: Path) -> None:
     from xbench.preflight import model_problems
 
-    assert model_problems("xbench/tiny-en-bert") == [] and model_problems("bert-base-cased") == []
+    # The tiny source model is built from English text of the data roots: without any, that is a
+    # pre-flight problem saying why English is needed; with one, none.
+    assert "from the 'en' text of the data roots" in model_problems("xbench/tiny-en-bert")[0]
+    assert model_problems("xbench/tiny-en-bert", xnli_root(tmp_path / "root")) == []
+    assert model_problems("bert-base-cased") == []
     assert "unknown xbench model" in model_problems("xbench/tiny-xx-bert")[0]
     assert "no such folder" in model_problems(str(tmp_path / "nope"))[0]
     _write(tmp_path / "file", "x")

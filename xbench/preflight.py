@@ -48,7 +48,7 @@ def run_problems(rr: Any) -> list[str]:
     except XbenchError as exc:
         problems += _messages(exc)
     if getattr(method_cls, "uses_model", True):
-        problems += model_problems(rr.model)
+        problems += model_problems(rr.model, rr.request.data_dir)
     problems += data_problems(rr, method_cls.scope)
     return list(dict.fromkeys(problems))  # one bad file read for two splits is one problem
 
@@ -71,12 +71,18 @@ def data_problems(rr: Any, method_scope: str) -> list[str]:
     return problems
 
 
-def model_problems(model: str) -> list[str]:
+def model_problems(model: str, data_dir: str | Path | None = None) -> list[str]:
     """Problems with --model: an xbench name it cannot build, a path that is no folder, a folder that
     is not a loadable model. A hub name is left to the loader, which says clearly when it is offline."""
     from xbench.components.source_models import TINY_MODELS
 
     if model in TINY_MODELS:
+        from xbench.components.source_models import source_text
+
+        try:
+            source_text(model, data_dir)  # the English text it is built from must be there (data roots only)
+        except XbenchError as exc:
+            return _messages(exc)
         return []
     if model.startswith("xbench/"):
         return [f"--model {model}: unknown xbench model; xbench builds: {', '.join(TINY_MODELS)}"]

@@ -94,6 +94,14 @@ def group_sets(rows: Iterable[Row]) -> dict[str, list[str]]:
     return unit_sets(units, set().union(*(r.excludes for r in rows)) if rows else ())
 
 
+def model_label(result: dict[str, Any]) -> str:
+    """The model part of a row's identity. A model xbench builds from the data roots' text (the tiny
+    smoke models) is named with the hash of that text, so runs whose source model learnt from other
+    text (another --data-dir) never share a row, a seed count or a reference entry."""
+    text_hash = result["model"].get("source_text_hash")
+    return f"{result['model']['name']}@{text_hash[:8]}" if text_hash else result["model"]["name"]
+
+
 def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[RowKey, Row]:
     """Rows for one metric (the primary one of each result by default).
 
@@ -102,7 +110,7 @@ def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[
     """
     rows: dict[RowKey, Row] = {}
     for r in sorted(results, key=lambda r: r["run"]["seed"]):
-        key = (r["task"]["name"], protocol_label(r), r["run"]["profile"], r["method"]["name"], r["model"]["name"])
+        key = (r["task"]["name"], protocol_label(r), r["run"]["profile"], r["method"]["name"], model_label(r))
         row = rows.setdefault(key, Row(key, r["method"].get("kind", "transfer"), metric or r["scores"]["metric"]))
         seed = r["run"]["seed"]
         path = r.get("_path", "(a result not read from a file)")
