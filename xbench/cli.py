@@ -22,7 +22,12 @@ app.add_typer(cache_app, name="cache")
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        # Piped or in CI rich assumes 80 columns: it cuts a 12-language table to `5…` and folds an
+        # error into several lines. A log has no width, so print everything whole.
+        console = Console(stderr=stderr, width=10_000, no_color=True)
+    return console
 
 
 def _csv(value: str | None) -> list[str]:
@@ -181,11 +186,6 @@ def _print_run_table(console, paths: list[Path]) -> None:
     results = [load_result(p) for p in paths]
     if not results:
         return
-    if not console.is_terminal:
-        # Piped or in CI, rich assumes 80 columns and cuts a 12-language table to `5…`; a log has no width.
-        from rich.console import Console
-
-        console = Console(file=console.file, width=10_000, no_color=True)
     langs = results[0]["scores"]["languages"]
     metric = results[0]["scores"]["metric"]
     table = Table(title=f"{results[0]['task']['name']} · {results[0]['method']['name']} · {metric} ×100")
