@@ -7,7 +7,6 @@ review of `xbench baseline update` shows them. Scores are fractions: floor 0.01 
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,20 +61,9 @@ _ENTRY_STR = ("task", "protocol", "profile", "method", "model", "lang", "metric"
 def load_reference(path: Path) -> dict[str, Any]:
     """A reference, fully checked: a malformed or empty one is an XbenchError (exit 2), never a
     traceback and never a pass or a regression (exit 1 means the results moved)."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataFormatError(path, "reference file not found", expected="a file written by `xbench baseline update`") from None
-    except OSError as exc:
-        raise DataFormatError(path, f"cannot be read ({exc.strerror})") from None
-    try:
-        ref = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(path, f"not UTF-8 text (byte {exc.start})", expected="an xbench reference (JSON)") from None
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
-    except RecursionError:
-        raise DataFormatError(path, "JSON nested too deeply", expected="an xbench reference") from None
+    from xbench.results.schema import read_json
+
+    ref = read_json(path, "a file written by `xbench baseline update`", missing="reference file not found")
     if not isinstance(ref, dict) or ref.get("schema") != REFERENCE_SCHEMA:
         raise DataFormatError(path, "not an xbench reference", field="schema", expected=REFERENCE_SCHEMA)
     if not isinstance(ref.get("entries"), list):

@@ -85,22 +85,30 @@ def protocol_label(result: dict[str, Any]) -> str:
     return f"{run['protocol']} ({run['variant']})" if run.get("variant") else run["protocol"]
 
 
+def read_json(path: Path, what: str, *, missing: str = "file not found") -> Any:
+    """A JSON file a user handed in (result, reference): any way it can be unreadable is one
+    DataFormatError naming the file, never a traceback."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataFormatError(path, missing, expected=what) from None
+    except OSError as exc:
+        raise DataFormatError(path, f"cannot be read ({exc.strerror})") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(path, f"not UTF-8 text (byte {exc.start})", expected=f"{what} (JSON)") from None
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
+    except RecursionError:
+        raise DataFormatError(path, "JSON nested too deeply", expected=what) from None
+
+
 def load_result(path: Path) -> dict[str, Any]:
     """A result file of any schema version, type-checked and upgraded to the current one."""
     from xbench.results.validate import check_result
 
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataFormatError(path, f"cannot be read ({exc.strerror})") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(path, f"not UTF-8 text (byte {exc.start})", expected="an xbench result file (JSON)") from None
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
-    except RecursionError:
-        raise DataFormatError(path, "JSON nested too deeply", expected="an xbench result file") from None
+    data = read_json(path, "an xbench result file")
     if not isinstance(data, dict):
         raise DataFormatError(path, "expected a JSON object at the top level")
     missing = [k for k in REQUIRED if k not in data]
