@@ -376,3 +376,23 @@ def test_load_pretrained_refuses_pickle_weights_and_folders_without_config(tmp_p
     bare = _no_config_model(tmp_path / "bare")
     with pytest.raises(XbenchError, match=r"bare has no config.json"):
         load_pretrained(AutoConfig, str(bare))
+
+
+def test_a_method_whose_target_has_no_pretraining_text_is_stopped_before_any_build(tmp_path: Path) -> None:
+    # scratch pretrains on the target's text pool: a data root with test files for 'de' but no German
+    # text (no UD, XNLI dev, XQuAD or Tatoeba file) is reported by the pre-flight, not after the tiny
+    # source model (built from the English dev file here) has been trained.
+    root = xnli_root(tmp_path / "root")
+    proc = subprocess.run([sys.executable, "-m", "xbench", "run", "--method", "scratch", "--task", "xnli",
+                           "--langs", "de", "--seeds", "1", "--data-dir", str(root),
+                           "--output-dir", str(tmp_path / "out")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**{k: v for k, v in os.environ.items() if k not in ("XBENCH_DATA", "COLUMNS")},
+                               "PYTHONPATH": str(REPO), "XBENCH_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "pretraining text for 'de' is needed by this method" in proc.stderr and "xnli/dev/de.tsv" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+    from xbench.components.pools import pool_problem
+
+    assert pool_problem("en", root) is None

@@ -44,9 +44,13 @@ def run_problems(rr: Any) -> list[str]:
     ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params,
                      resume=req.resume, langs=list(req.langs))
     try:
-        method_cls(ctx)  # resolves and checks the parameters; building starts only at build_encoder
+        method = method_cls(ctx)  # resolves and checks the parameters; building starts only at build_encoder
     except XbenchError as exc:
         problems += _messages(exc)
+    else:
+        from xbench.components.pools import pool_problem
+
+        problems += [p for lang in method.pretraining_languages() if (p := pool_problem(lang, req.data_dir))]
     if getattr(method_cls, "uses_model", True):
         problems += model_problems(rr.model, rr.request.data_dir)
     problems += data_problems(rr, method_cls.scope)

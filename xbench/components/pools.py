@@ -115,26 +115,18 @@ def build_pool(lang: str, data_dir: str | Path | None = None, *, include_xquad: 
                                 f" to a folder holding {' or '.join(pool_text_files(lang, include_xquad))}")
     pool = TextPool(lang, [])
     candidates: list[tuple[str, Path, list[str]]] = []
-    tb = UD_TREEBANKS.get(lang)
-    if tb:
-        files = roots.glob_first(f"ud/{tb}", "*-ud-train.conllu*") or roots.glob_first(f"ud/{tb}", "*-ud-dev.conllu*")
-        for p in files:
-            candidates.append(("ud", p, _conllu_text(p)))
-    xnli_dev = roots.find(f"xnli/dev/{lang}.tsv")
-    if xnli_dev is not None:
-        candidates.append(("xnli-dev-train", xnli_dev, _xnli_lines(xnli_dev, slice(0, XNLI_DEV_TRAIN_ROWS))))
-    xquad = roots.find(f"xquad/xquad.{lang}.json")
-    if include_xquad and xquad is not None:
-        data = json.loads(xquad.read_text(encoding="utf-8"))
-        contexts = [p["context"] for art in data["data"] for p in art["paragraphs"]]
-        candidates.append(("xquad", xquad, contexts))
-        pool.transductive.append("xquad")
-    code = TATOEBA.get(lang)
-    if code:
-        tat = roots.find(f"tatoeba/tatoeba.{code}-eng.{code}")
-        if tat is not None:
-            lines = tat.read_text(encoding="utf-8").splitlines()
-            candidates.append(("tatoeba", tat, lines[: int(len(lines) * TATOEBA_TRAIN_SHARE)]))
+    for source, path in _pool_files(roots, lang, include_xquad):
+        if source == "ud":
+            candidates.append((source, path, _conllu_text(path)))
+        elif source == "xnli-dev-train":
+            candidates.append((source, path, _xnli_lines(path, slice(0, XNLI_DEV_TRAIN_ROWS))))
+        elif source == "xquad":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            candidates.append((source, path, [p["context"] for art in data["data"] for p in art["paragraphs"]]))
+            pool.transductive.append("xquad")
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            candidates.append((source, path, lines[: int(len(lines) * TATOEBA_TRAIN_SHARE)]))
     for extra in sorted(set(extras)):
         found = _extra_contexts(roots, lang, extra)
         candidates.extend((extra, path, lines) for path, lines in found)
@@ -162,6 +154,32 @@ def build_pool(lang: str, data_dir: str | Path | None = None, *, include_xquad: 
                 kept += 1
         pool.sources[source] = pool.sources.get(source, 0) + kept
     return pool
+
+
+def _pool_files(roots: DataRoots, lang: str, include_xquad: bool) -> list[tuple[str, Path]]:
+    """(source, file) of every standard pool source the data roots hold for `lang`, in pool order."""
+    out: list[tuple[str, Path]] = []
+    tb = UD_TREEBANKS.get(lang)
+    if tb:
+        files = roots.glob_first(f"ud/{tb}", "*-ud-train.conllu*") or roots.glob_first(f"ud/{tb}", "*-ud-dev.conllu*")
+        out += [("ud", p) for p in files]
+    for source, rel in (("xnli-dev-train", f"xnli/dev/{lang}.tsv"),
+                        ("xquad", f"xquad/xquad.{lang}.json" if include_xquad else None),
+                        ("tatoeba", f"tatoeba/tatoeba.{TATOEBA[lang]}-eng.{TATOEBA[lang]}" if lang in TATOEBA else None)):
+        path = roots.find(rel) if rel else None
+        if path is not None:
+            out.append((source, path))
+    return out
+
+
+def pool_problem(lang: str, data_dir: str | Path | None = None, *, include_xquad: bool = True) -> str | None:
+    """Why the `<lang>-mono` pool cannot be built, found without reading it (for the run's pre-flight)."""
+    roots = data_roots(data_dir)
+    if roots is not None and _pool_files(roots, lang, include_xquad):
+        return None
+    where = f"the data roots {roots.describe()}" if roots is not None else "no data root (set XBENCH_DATA or --data-dir)"
+    return (f"pretraining text for '{lang}' is needed by this method and there is none in {where}: looked for "
+            f"{', '.join(pool_text_files(lang, include_xquad))}")
 
 
 def _squad_contexts(path: Path) -> list[str]:

@@ -138,6 +138,11 @@ class Method:
         """Problems with well-typed parameter values (ranges, combinations); none by default."""
         return []
 
+    def pretraining_languages(self) -> list[str]:
+        """Languages whose text pool the build reads; the pre-flight checks each has text in the data
+        roots, so a missing pool is reported before a source model or a helper is trained."""
+        return []
+
     def smoke_only_problems(self, slots: str) -> list[str]:
         """A method that implements only the smoke profile says so, naming the data slots it lacks."""
         if self.ctx.profile.get("name") == "smoke":

@@ -219,6 +219,9 @@ class ClpMethod(Method):
 
     # ------------------------------------------------------------------ variants
 
+    def pretraining_languages(self) -> list[str]:
+        return list(self.ctx.langs)  # scratch-clp inherits it: the same target pools
+
     def build_encoder(self, lang: str | None) -> Encoder:
         if lang is None:
             raise XbenchError(f"method '{self.name}' builds one encoder per target language")

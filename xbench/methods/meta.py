@@ -56,6 +56,9 @@ class MetaMethod(Method):
                             f"({', '.join(self.languages())})")
         return problems
 
+    def pretraining_languages(self) -> list[str]:
+        return self.languages()
+
     def languages(self) -> list[str]:
         """English first, then the run's targets: the phase-2 corpus and the tokenizer's."""
         return [SOURCE_LANG, *sorted(set(self.ctx.langs) - {SOURCE_LANG})]

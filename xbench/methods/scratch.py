@@ -37,6 +37,9 @@ class ScratchMethod(Method):
         a = self.pretrain_args()
         return int(a.get("max_tokens") or a["max_steps"] * a["batch_size"] * a["seq_len"])
 
+    def pretraining_languages(self) -> list[str]:
+        return list(self.ctx.langs)
+
     def build_encoder(self, lang: str | None) -> Encoder:
         from xbench.components.pools import build_pool
 
