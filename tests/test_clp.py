@@ -1,6 +1,7 @@
-"""CLP-Transfer and the other embedding initialisers (methods spec §3.7, §7.7 items 1–3, 5, 6).
+"""CLP-Transfer and the other embedding initialisers (docs/methods/README.md, "Shared
+building blocks"; docs/methods/clp.md, "Testable properties").
 
-Item 4 (agreement with langsfer) lives in test_clp_langsfer.py.
+Agreement with langsfer lives in test_clp_langsfer.py.
 """
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ def overlap_ids(src_tok, tgt_tok) -> tuple[list[int], list[int], list[int]]:
     return [t for t, _ in over], [s for _, s in over], missing
 
 
-# --------------------------------------------------------------------------- §7.7 items 1–3
+# --------------------------------------------------------------------------- overlap rows and weights
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
@@ -219,7 +220,7 @@ def test_missing_row_matches_a_direct_float64_computation(toks, family):
     np.testing.assert_allclose(out[v].numpy(), expected.astype(np.float32), rtol=0, atol=1e-6)
 
 
-# --------------------------------------------------------------------------- §7.7 item 5
+# --------------------------------------------------------------------------- the transferred model
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
@@ -297,7 +298,7 @@ def test_clp_transfer_leaves_the_global_rng_alone(toks):
     assert torch.equal(torch.rand(3), expected)
 
 
-# --------------------------------------------------------------------------- §7.7 item 6
+# --------------------------------------------------------------------------- errors and warnings
 
 
 def test_empty_overlap_names_both_tokenizers(tmp_path):

@@ -1,4 +1,4 @@
-"""CLP agrees with langsfer.high_level.clp_transfer (methods spec §7.7 item 4).
+"""CLP agrees with langsfer.high_level.clp_transfer (docs/methods/clp.md, "Testable properties").
 
 langsfer 0.1.0 cannot be installed beside xbench's pins, so it runs in its own venv
 (tools/langsfer_env.sh, default .xbench_cache/langsfer-venv or $XBENCH_LANGSFER_VENV), through

@@ -1,5 +1,5 @@
 """The `clp` method end to end on a toy data root: stages, held-out hygiene, the encoder cache, the
-matched controls (methods.md §7, §10.1, §3.12). The initialiser's own properties (§7.7) are in
+matched controls (docs/methods/clp.md, docs/methods/baselines.md). The initialiser's own properties are in
 test_clp.py and test_clp_langsfer.py.
 
 The toy data root has the layout of the real one (xnli/, tatoeba/), so the pool builder, the
@@ -179,7 +179,8 @@ def test_clp_encoder_stages_and_records(built, bert_source, monkeypatch):
 
 
 def test_heldout_lines_reach_no_training_stage(built):
-    """The held-out 5% (by line hash) is never tokenizer, helper or continued-pretraining text (§7.5)."""
+    """The held-out 5% (by line hash) is never tokenizer, helper or continued-pretraining text
+    (docs/methods/clp.md, "Stages")."""
     target, seen = built["method"].target("de"), built["seen"]
     held = set(target.heldout)
     assert held and target.train and not held & set(target.train)

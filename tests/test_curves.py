@@ -1,5 +1,5 @@
-"""`xbench curves`: steps-saved arithmetic (methods.md §10.4) on hand-made curves, and the command on a
-toy data root with a tiny GPT-2 source (the causal-LM path of §7.9)."""
+"""`xbench curves`: steps-saved arithmetic (docs/protocols.md) on hand-made curves, and the command on a
+toy data root with a tiny GPT-2 source (the causal-LM path of docs/methods/clp.md)."""
 from __future__ import annotations
 
 import json

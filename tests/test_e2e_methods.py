@@ -69,7 +69,7 @@ def test_clp_its_matched_scratch_and_parsing(data_root, tmp_path):
     roles = [s["extra"].get("role") for s in clp["compute"]["transfer"]]
     assert roles == ["tokenizer", "helper", "init", "transfer"]
     c_transfer, s_transfer = clp["compute"]["transfer"][-1], scratch["compute"]["transfer"][-1]
-    assert c_transfer["tokens_seen"] == s_transfer["tokens_seen"] == 300 * 16 * 64  # §7.5 smoke budget
+    assert c_transfer["tokens_seen"] == s_transfer["tokens_seen"] == 300 * 16 * 64  # docs/methods/clp.md, "Defaults"
     assert all(s["extra"]["loss_decreased"] for s in _train_stages(clp) + _train_stages(scratch))
     enc = clp["model"]["encoders"][0]["provenance"]
     assert [p["step"] for p in enc["curve"]] == [0, 25, 50, 100, 200, 300]

@@ -1,4 +1,4 @@
-"""Freezing, parameter accounting and checkpoint averaging (methods spec §3.8, §3.9, §10.2)."""
+"""Freezing, parameter accounting and checkpoint averaging (docs/methods/README.md, docs/protocols.md)."""
 from __future__ import annotations
 
 import pytest
@@ -59,7 +59,7 @@ def test_non_embedding_count_matches_a_hand_computation():
         "non_embedding": expected_mlm,
     }
 
-    # An untied output matrix is excluded too (§10.2: "tied or not").
+    # An untied output matrix is excluded too (docs/protocols.md: "tied or not").
     # Untied, transformers 5 also unties `cls.predictions.bias` from the decoder bias: two vectors.
     untied = BertForMaskedLM(bert_config(tie_word_embeddings=False))
     assert non_embedding_parameter_count(untied) == expected_mlm + V
@@ -86,7 +86,7 @@ def test_freeze_unfreeze_and_bitwise_unchanged():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
     ids = torch.randint(5, V, (4, 12))
-    model.train()  # frozen layers still run with dropout (§3.8)
+    model.train()  # frozen layers still run with dropout, as the reference code does
     model(input_ids=ids, labels=ids).loss.backward()
     opt.step()
     after = model.state_dict()
@@ -119,7 +119,7 @@ def test_assert_unchanged_is_bitwise():
         assert_unchanged(a, {"w": a["w"].double()}, "*")
 
 
-# --------------------------------------------------------------------------- averaging (§3.9)
+# --------------------------------------------------------------------------- averaging
 
 
 def random_sd(seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:

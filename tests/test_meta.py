@@ -1,5 +1,6 @@
-"""Meta-pretraining and its single-phase baseline (methods.md §6.7 items 2–4; items 1 and 5 are in
-test_sampler.py and test_retrieval.py), the multilingual batch plan, and the transfer report."""
+"""Meta-pretraining and its single-phase baseline (docs/methods/meta.md, "Testable properties"; the
+sampler and retrieval properties are in test_sampler.py and test_retrieval.py), the multilingual batch
+plan, and the transfer report."""
 from __future__ import annotations
 
 import math

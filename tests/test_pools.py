@@ -1,4 +1,5 @@
-"""Data hygiene of the pretraining pools (methods.md §2.3, §10.5) and the held-out split (§7.5).
+"""Data hygiene of the pretraining pools (docs/data.md, docs/protocols.md) and the held-out split
+(docs/data.md, "Fixed splits").
 
 The leak check reads every evaluation split itself, independently of `evaluation_texts`, so a
 split the pool builder forgot to exclude shows up here.
@@ -16,7 +17,7 @@ from xbench.components.pools import TATOEBA, build_parallel, build_pool, normali
 from xbench.components.pretokenize import words
 from xbench.errors import ConfigError, DataFormatError
 
-XNLI_DEV_TRAIN_ROWS = 2241  # §2.2: rows from here on are the dev-heldout part
+XNLI_DEV_TRAIN_ROWS = 2241  # docs/data.md: rows from here on are the dev-heldout part
 
 
 def _xnli(path: Path, start: int = 0) -> set[str]:

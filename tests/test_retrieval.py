@@ -1,4 +1,4 @@
-"""Retrieval evaluator (methods spec §3.10, §6.7 item 5)."""
+"""Retrieval evaluator (docs/methods/README.md; docs/methods/meta.md, "Testable properties")."""
 from __future__ import annotations
 
 import random

@@ -1,4 +1,4 @@
-"""Language sampling with smoothing (methods spec §3.2, §6.7 item 1)."""
+"""Language sampling with smoothing (docs/methods/README.md; docs/methods/meta.md, "Testable properties")."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
-"""Run langsfer's CLP-Transfer on saved inputs: the dev-only cross-check of methods spec §7.7 item 4.
+"""Run langsfer's CLP-Transfer on saved inputs: the dev-only cross-check of
+docs/methods/clp.md, "Testable properties".
 
 Runs with the interpreter of the venv that tools/langsfer_env.sh builds (langsfer 0.1.0 needs
 transformers<5 and numpy<2), never in xbench's own environment:

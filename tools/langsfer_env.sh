@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the dev-only virtual environment for the langsfer CLP cross-check
-# (tests/test_clp_langsfer.py, methods spec §7.7 item 4).
+# (tests/test_clp_langsfer.py; docs/methods/clp.md, "Testable properties").
 #
 # langsfer 0.1.0 pins transformers<5, numpy<2 and scipy<1.13, which cannot coexist with
 # xbench's own pins, so it lives in its own venv and is driven through tools/langsfer_clp.py.

@@ -333,7 +333,7 @@ def cache_rm(
 def curves(
     method: Annotated[str, typer.Option(help="Transfer method whose learning curves to draw (clp).")],
     lang: Annotated[str, typer.Option(help="Target language, e.g. de.")],
-    model: Annotated[str, typer.Option(help="Causal source model (methods.md §7.9).")] = "xbench/tiny-en-gpt2",
+    model: Annotated[str, typer.Option(help="Causal source model (docs/methods/clp.md).")] = "xbench/tiny-en-gpt2",
     output_dir: Annotated[Path, typer.Option(help="Where curves-<method>-<lang>.png and .json go (beside the leaderboards).")] = Path("leaderboards"),
     data_dir: Annotated[Optional[Path], typer.Option(help="A data root searched before XBENCH_DATA (adds to it; its files override).")] = None,
     param: Annotated[Optional[list[str]], typer.Option(help="Method parameter key=value (repeatable), e.g. steps=100.")] = None,

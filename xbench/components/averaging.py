@@ -1,4 +1,4 @@
-"""Checkpoint averaging and pattern-wise combination (methods spec §3.9)."""
+"""Checkpoint averaging and pattern-wise combination (docs/methods/README.md, "Shared building blocks")."""
 from __future__ import annotations
 
 from fnmatch import fnmatchcase

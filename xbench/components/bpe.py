@@ -1,4 +1,5 @@
-"""Train a byte-level BPE tokenizer locally (GPT-2 style; the causal smoke models of methods.md §3.11, §7.5).
+"""Train a byte-level BPE tokenizer locally (GPT-2 style; the causal smoke models of docs/data.md, "Tiny source
+models", and the CLP helper of docs/methods/clp.md).
 
 Why not `tokenizers.trainers.BpeTrainer`: like its WordPiece trainer (see wordpiece.py) it breaks
 frequency ties by hash-map order and assigns ids in no fixed order, so the same text can give a
@@ -9,7 +10,8 @@ merges in the order they were learnt). Pre-tokenisation, the BPE model, the deco
 post-processor all come from `tokenizers`.
 
 All 256 byte symbols are always in the vocabulary, so two byte-level tokenizers trained on any
-two languages share at least those 256 tokens: the overlap CLP-Transfer needs (§7.5).
+two languages share at least those 256 tokens: the overlap CLP-Transfer needs
+(docs/methods/clp.md, "Departures from the paper").
 """
 from __future__ import annotations
 

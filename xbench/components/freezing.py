@@ -1,4 +1,5 @@
-"""Freezing utilities and parameter accounting (methods spec §3.8, §10.2).
+"""Freezing utilities and parameter accounting (docs/methods/README.md, "Shared building blocks";
+docs/protocols.md, "What every stage records").
 
 Patterns are `fnmatch` globs on parameter names as `named_parameters()` spells them; tied
 parameters answer to every name they have (e.g. both `bert.embeddings.word_embeddings.weight`
@@ -58,7 +59,7 @@ def unfreeze(model: nn.Module, patterns: str | Iterable[str]) -> list[str]:
 def _embedding_params(model: nn.Module) -> list[nn.Parameter]:
     # Token, position, token-type and language embeddings are nn.Embedding modules in the
     # architectures xbench uses; the output (un)embedding is whatever the model reports,
-    # tied or not (§10.2). An output bias is not a matrix and stays non-embedding.
+    # tied or not (docs/protocols.md). An output bias is not a matrix and stays non-embedding.
     found = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
     get_output = getattr(model, "get_output_embeddings", None)
     out = get_output() if get_output is not None else None
@@ -68,7 +69,8 @@ def _embedding_params(model: nn.Module) -> list[nn.Parameter]:
 
 
 def non_embedding_parameter_count(model: nn.Module) -> int:
-    """N_nonemb of §10.2: all parameters except embedding matrices and the output unembedding.
+    """N_nonemb of docs/protocols.md, "What every stage records": all parameters except embedding matrices
+    and the output unembedding.
 
     Each tensor is counted once, however many names it has.
     """

@@ -1,8 +1,9 @@
-"""Embedding initialisers for a new target vocabulary (methods spec §3.7) and CLP-Transfer (§7).
+"""Embedding initialisers for a new target vocabulary (docs/methods/README.md, "Shared building blocks") and
+CLP-Transfer (docs/methods/clp.md, "Initialisation").
 
 Every initialiser returns a matrix with one row per target-tokenizer id, in the dtype of the
-source embeddings. CLP arithmetic runs in float64 and is cast once at the end (§7.6: the
-reference code leaves the float64 matrix uncast).
+source embeddings. CLP arithmetic runs in float64 and is cast once at the end (docs/methods/clp.md,
+"Departures from the paper": the reference code leaves the float64 matrix uncast).
 """
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ __all__ = [
     "random_init",
 ]
 
-# |Σ cos| below this makes a CLP row's weights ill-conditioned (§7.6).
+# |Σ cos| below this makes a CLP row's weights ill-conditioned (docs/methods/clp.md, "Initialisation").
 SMALL_DENOMINATOR = 1e-6
-# Word-piece markers stripped by fuzzy matching (§3.7): WordPiece, byte-level BPE, SentencePiece.
+# Word-piece markers stripped by fuzzy matching (docs/methods/README.md): WordPiece, byte-level BPE, SentencePiece.
 _FUZZY_PREFIXES = ("##", "Ġ", "▁")
 # float64 elements of one missing × overlap similarity block (128 MiB); bounds memory for
 # BLOOM-sized vocabularies, where the full block would take several GiB.
@@ -58,7 +59,7 @@ class ClpReport:
     small_denominator: int
     small_denominator_tokens: list[str]
     on_small_denominator: str
-    # max over missing rows of |Σ_u w(v, u) − 1| in float64 (§7.7 item 2).
+    # max over missing rows of |Σ_u w(v, u) − 1| in float64 (docs/methods/clp.md, "Testable properties").
     max_weight_sum_error: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,7 +156,7 @@ def random_init(
     scheme: RandomScheme = "source_stats",
     seed: int = 42,
 ) -> Tensor:
-    """Random target embeddings, one row per target id (§3.7 `random`).
+    """Random target embeddings, one row per target id (docs/methods/README.md, "Shared building blocks").
 
     `scheme="source_stats"`: each dimension drawn from N(μ_s, σ_s²) of the source input embeddings
     (the CLP/langsfer rule). `scheme="model_init"`: the source model's own `_init_weights` applied
@@ -199,7 +200,8 @@ def copy_overlap(
 
 
 def clp_weights(helper_missing: Tensor, helper_overlap: Tensor) -> tuple[Tensor, Tensor]:
-    """CLP weights w(v, u) = cos(H[v], H[u]) / Σ_{u'∈O} cos(H[v], H[u']) (§7.2 step 4), in float64.
+    """CLP weights w(v, u) = cos(H[v], H[u]) / Σ_{u'∈O} cos(H[v], H[u']) (docs/methods/clp.md,
+    "Initialisation"), in float64.
 
     Rows of `helper_missing` are the helper vectors of missing tokens, rows of `helper_overlap`
     those of all overlapping tokens. No top-k, no softmax, negative similarities kept. Returns
@@ -311,7 +313,7 @@ def clp_embeddings(
     source_name: str = "the source tokenizer",
     target_name: str = "the target tokenizer",
 ) -> tuple[Tensor, ClpReport]:
-    """CLP-Transfer embedding matrix for the target vocabulary (§7.2 steps 1–4).
+    """CLP-Transfer embedding matrix for the target vocabulary (docs/methods/clp.md, "Initialisation").
 
     O = target tokens whose exact key (special and added tokens included) is in the source
     vocabulary; their rows are the source rows, bit for bit. Every other target token v gets
@@ -362,14 +364,15 @@ def clp_transfer(
     on_small_denominator: SmallDenominatorPolicy = "warn",
     seed: int = 42,
 ) -> tuple[PreTrainedModel, ClpTransferReport]:
-    """CLP-Transfer (§7.2 step 5): a copy of the source model speaking the helper tokenizer.
+    """CLP-Transfer (docs/methods/clp.md, "Initialisation"): a copy of the source model speaking the helper tokenizer.
 
     The copy is resized to `len(helper_tokenizer)` and gets the CLP input embeddings built from
     the helper's input embeddings. Output layer:
 
     - tied to the input (GPT-2, BERT MLM heads): it follows, as the same tensor;
     - untied: `init_output="clp"` applies the same rule to the source output matrix (xbench
-      extension, §7.6); `"copy_input"` gives it a copy of the new input matrix;
+      extension, docs/methods/clp.md, "Departures from the paper"); `"copy_input"` gives it a
+      copy of the new input matrix;
     - a per-token output bias (BERT's MLM decoder bias) is treated as a one-column embedding:
       overlapping tokens keep their source bias, missing tokens get Σ_u w(v, u) · b_s[u] with the
       same weights. That keeps the logit offsets consistent with the rows they were built from,

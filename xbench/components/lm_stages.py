@@ -1,12 +1,15 @@
-"""Language-model pretraining stages shared by the transfer methods (methods.md §3.1–§3.2, §3.11, §11.7).
+"""Language-model pretraining stages shared by the transfer methods (docs/methods/README.md, "Shared building
+blocks"; the tiny causal model: docs/data.md, "Tiny source models").
 
 - `heldout_split`: a fixed share of a pool held out by line hash, so held-out text is the same
   whatever the order or size of the rest of the pool, and no training stage ever sees it.
 - `packed_blocks` / `MultilingualBlocks`: batch plans over packed token blocks, for one language or
   several with one language per batch drawn by the α-smoothed `LanguageSampler`.
 - `PerplexityEval` and `train_lm`: MLM or CLM through the shared runner, with held-out perplexity
-  at a fixed step schedule (the learning curves of CLP and the "steps saved" of §10.4).
-- `tiny-en-gpt2` (§3.11), built like the tiny BERT in source_models.py but with byte-level BPE and CLM.
+  at a fixed step schedule (the learning curves of CLP and the "steps saved" of docs/protocols.md,
+  "Steps saved").
+- `tiny-en-gpt2` (docs/data.md, "Tiny source models"), built like the tiny BERT in source_models.py but
+  with byte-level BPE and CLM.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ TINY_CAUSAL_MODELS: dict[str, dict[str, Any]] = {
         "lang": "en",
         "vocab_size": 2000,
         "config": {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 256},
-        # §3.11 gives steps and batch; lr and warm-up are tiny-en-bert's.
+        # The steps, batch, lr and warm-up of tiny-en-bert (docs/data.md, "Tiny source models").
         "pretrain": {"lr": 5e-4, "batch_size": 16, "seq_len": 64, "max_steps": 600, "warmup_steps": 30,
                      "weight_decay": 0.01, "seed": 0},
     },
@@ -114,7 +117,8 @@ def packed_blocks(tokenizer: Any, lines: list[str], objective: Objective, *, seq
 
 
 class MultilingualBlocks:
-    """One language per batch, drawn with q_i ∝ p_i^α (§3.2); blocks of a language in shuffled passes.
+    """One language per batch, drawn with q_i ∝ p_i^α (docs/methods/README.md,
+    "Shared building blocks"); blocks of a language in shuffled passes.
 
     `batches(epoch)` is a pure function of (seed, epoch): the runner's checkpoint stores
     (epoch, position), which therefore pins the sampler's state, and a resumed run draws exactly
@@ -186,7 +190,8 @@ class MultilingualBlocks:
 
 def blocks_by_language(tokenizer: Any, pools: dict[str, list[str]], objective: Objective, *, seq_len: int,
                        batch_size: int, alpha: float, seed: int) -> MultilingualBlocks:
-    """A `MultilingualBlocks` plan whose language sizes are token counts under `tokenizer` (§3.2 default)."""
+    """A `MultilingualBlocks` plan whose language sizes are token counts under `tokenizer` (docs/methods/meta.md,
+    "Departures from the paper")."""
     blocks, sizes = {}, {}
     for lang, lines in pools.items():
         ids = token_ids(tokenizer, lines, objective)
@@ -221,7 +226,8 @@ def objective_fn(objective: Objective, tokenizer: Any) -> Any:
 
 
 class PerplexityEval:
-    """Held-out token-level mean NLL (`loss`) and its exp (`perplexity`) on packed blocks (§11.7).
+    """Held-out token-level mean NLL (`loss`) and its exp (`perplexity`) on packed blocks (docs/methods/README.md,
+    "Shared building blocks").
 
     CLM: next-token NLL over every position but the first of a block. MLM: NLL of the selected
     positions under a fixed masking (EVAL_MASK_SEED), i.e. the exponentiated held-out MLM loss.
@@ -285,7 +291,7 @@ def train_lm(model: torch.nn.Module, plan: Any, objective: Objective, tokenizer:
              eval_steps: list[int] | tuple[int, ...] = (), resume: bool = True, role: str = "") -> LMRun:
     """Train `model` with MLM or CLM on `plan` through the shared runner; returns the fit and the curve.
 
-    With `max_tokens` the stage stops at that budget (§10.2 tokens) and the step count is derived
+    With `max_tokens` the stage stops at that budget (`tokens_seen`, docs/protocols.md) and the step count is derived
     from it. `evaluate` runs at every step of `eval_steps` (0 = before the first update); the runner
     keeps these points in its checkpoints, so a resumed stage returns the whole curve. `role` is
     recorded in the stage record (e.g. "transfer", "helper").
@@ -334,8 +340,9 @@ def train_lm(model: torch.nn.Module, plan: Any, objective: Objective, tokenizer:
 
 
 def loss_trend(losses: list[float]) -> dict[str, Any]:
-    """Mean loss over the first and the last tenth of the steps, and whether it went down (§6.9, §7.9:
-    smoke stages must show finite, decreasing losses; the runner already stops on a non-finite one)."""
+    """Mean loss over the first and the last tenth of the steps, and whether it went down (smoke stages
+    must show finite, decreasing losses, docs/methods/README.md, "Shared building blocks"; the runner
+    already stops on a non-finite one)."""
     if not losses:
         return {"loss_start": None, "loss_end": None, "loss_decreased": False}
     k = max(1, len(losses) // 10)

@@ -1,4 +1,4 @@
-"""Language-model objectives (methods.md §3.1): MLM with 80/10/10 corruption, and CLM.
+"""Language-model objectives (docs/methods/README.md, "Shared building blocks"): MLM with 80/10/10 corruption, and CLM.
 
 Masking draws from the runner's per-step generator, never the global RNG, so a resumed run
 masks exactly the same positions as an uninterrupted one.

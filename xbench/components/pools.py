@@ -1,4 +1,4 @@
-"""Monolingual text pools for pretraining stages (methods.md §2.3, §10.5).
+"""Monolingual text pools for pretraining stages (docs/data.md, "Text pools"; docs/protocols.md, "Data hygiene").
 
 A pool is the deduplicated text of one language drawn from the data root. Every line whose
 normalised form occurs in an evaluation split (XNLI test and dev-heldout, UD test, the Tatoeba
@@ -23,12 +23,14 @@ UD_TREEBANKS = {"en": "UD_English-EWT", "de": "UD_German-GSD", "zh": "UD_Chinese
                 "vi": "UD_Vietnamese-VTB", "el": "UD_Greek-GDT", "tr": "UD_Turkish-IMST"}
 TATOEBA = {"ar": "ara", "bg": "bul", "zh": "cmn", "de": "deu", "el": "ell", "fr": "fra", "hi": "hin", "ru": "rus",
            "es": "spa", "sw": "swh", "th": "tha", "tr": "tur", "ur": "urd", "vi": "vie"}
-XNLI_DEV_TRAIN_ROWS = 2241  # premise groups 0..746; the rest of dev is held out (§2.2)
-TATOEBA_TRAIN_SHARE = 0.8   # the last 20% are the retrieval test set (§2.2)
-# Optional pool sources, off by default (§2.3): MLQA dev contexts and TyDiQA-GoldP train contexts.
+XNLI_DEV_TRAIN_ROWS = 2241  # premise groups 0..746; the rest of dev is held out (docs/data.md)
+TATOEBA_TRAIN_SHARE = 0.8   # the last 20% are the retrieval test set (docs/data.md)
+# Optional pool sources, off by default (docs/data.md, "Text pools"): MLQA dev contexts and TyDiQA-GoldP
+# train contexts.
 POOL_EXTRAS = ("mlqa", "tydiqa")
 # (extra, language) pairs whose text is training data in every protocol, so using it is not transductive:
-# the English TyDiQA train file. The ko and sw train files are the offline TyDiQA test sets (§11.4).
+# the English TyDiQA train file. The ko and sw train files are the offline TyDiQA test sets
+# (docs/protocols.md, "Protocols").
 TRAINING_ONLY_EXTRAS = {("tydiqa", "en")}
 
 
@@ -91,8 +93,8 @@ def evaluation_texts(roots: DataRoots | Path, lang: str) -> set[str]:
         for test_file in roots.glob(f"ud/{tb}", "*-ud-test.conllu*"):
             if test_file.name.split("_", 1)[0] == lang:
                 texts.update(normalise(x) for x in _conllu_text(test_file))
-    # Tatoeba retrieval test lines (§2.2): the xx side for xx, and for English the English side of
-    # every language file, since each file has English sentences of its own.
+    # Tatoeba retrieval test lines (docs/data.md, "Fixed splits"): the xx side for xx, and for English the
+    # English side of every language file, since each file has English sentences of its own.
     codes = list(TATOEBA.values()) if lang == "en" else [TATOEBA[lang]] if lang in TATOEBA else []
     for code in codes:
         side = roots.find(f"tatoeba/tatoeba.{code}-eng.{'eng' if lang == 'en' else code}")
@@ -104,8 +106,8 @@ def evaluation_texts(roots: DataRoots | Path, lang: str) -> set[str]:
 
 def build_pool(lang: str, data_dir: str | Path | None = None, *, include_xquad: bool = True,
                extras: Sequence[str] = ()) -> TextPool:
-    """The `<lang>-mono` pool of §2.3: UD train (else dev) `# text` lines, the XNLI dev-train part,
-    XQuAD contexts and the first 80% of Tatoeba; `extras` adds optional sources (POOL_EXTRAS)."""
+    """The `<lang>-mono` pool (docs/data.md, "Text pools"): UD train (else dev) `# text` lines, the XNLI
+    dev-train part, XQuAD contexts and the first 80% of Tatoeba; `extras` adds optional sources (POOL_EXTRAS)."""
     unknown = sorted(set(extras) - set(POOL_EXTRAS))
     if unknown:
         raise ConfigError(f"unknown pool extra(s) {', '.join(unknown)}; valid: {', '.join(POOL_EXTRAS)}")
@@ -210,7 +212,7 @@ def _extra_contexts(roots: DataRoots, lang: str, extra: str) -> list[tuple[Path,
     return [(p, _squad_contexts(p)) for p in files]
 
 
-# --------------------------------------------------------------------------- parallel pairs (§3.3)
+# --------------------------------------------------------------------------- parallel pairs (docs/data.md)
 
 
 @dataclass
@@ -230,11 +232,11 @@ class ParallelPool:
 
 
 def build_parallel(lang: str, data_dir: str | Path | None = None, *, max_ratio: float = 3.0) -> ParallelPool:
-    """The `en-<lang>-par` pool of §2.3: Tatoeba lines of the training part (first 80%) and the XNLI
-    dev-train part line-aligned with English (premises once per 3-line group, every hypothesis).
+    """The `en-<lang>-par` pool (docs/data.md, "Parallel pairs"): Tatoeba lines of the training part (first
+    80%) and the XNLI dev-train part line-aligned with English (premises once per 3-line group, every hypothesis).
 
-    Filters (§3.3): empty sides, exact duplicate pairs, a word-length ratio above `max_ratio`
-    (words by the §2.4 pre-tokeniser, so that Chinese is counted in characters), and any pair with a
+    Filters: empty sides, exact duplicate pairs, a word-length ratio above `max_ratio`
+    (words by the pre-tokeniser of docs/data.md, so that Chinese is counted in characters), and any pair with a
     side in an evaluation split of its language. Cutting sides to a subword length is left to the
     stage that tokenises them.
     """
@@ -263,7 +265,7 @@ def build_parallel(lang: str, data_dir: str | Path | None = None, *, max_ratio: 
         rows_en = [r.rstrip("\n").split("\t") for r in en_f.read_text(encoding="utf-8").splitlines()][:XNLI_DEV_TRAIN_ROWS]
         triples = []
         for i, (a, b) in enumerate(zip(rows_en, rows_xx)):
-            if i % 3 == 0:  # every 3 consecutive lines share a premise (§2.1)
+            if i % 3 == 0:  # every 3 consecutive lines share a premise (docs/data.md, "Fixed splits")
                 triples.append((i, a[0], b[0]))
             triples.append((i, a[1], b[1]))
         candidates.append(("xnli-dev-train", [xx_f, en_f], triples))

@@ -1,4 +1,4 @@
-"""xbench's one word pre-tokeniser for raw text (methods.md §2.4).
+"""xbench's one word pre-tokeniser for raw text (docs/data.md, "Word pre-tokenisation").
 
 Split on Unicode whitespace, split off every punctuation character, and make every CJK ideograph
 a word of its own: BERT's basic pre-tokeniser without lower-casing or accent stripping. The rules

@@ -1,4 +1,4 @@
-"""Sentence retrieval accuracy between translations (methods spec §3.10, §11.7).
+"""Sentence retrieval accuracy between translations (docs/methods/README.md, "Shared building blocks").
 
 Each side is encoded on its own; a sentence is the mean of one layer's hidden states over its
 non-special, non-padding tokens; a hit is when the cosine nearest neighbour among all
@@ -110,7 +110,7 @@ def retrieval_accuracy(
     primary number. `layer` indexes `hidden_states` (0 = embeddings); default ⌈L/2⌉.
     """
     if pooling != "mean":
-        raise ConfigError(f"unknown retrieval pooling {pooling!r}; only 'mean' is defined (§3.10)")
+        raise ConfigError(f"unknown retrieval pooling {pooling!r}; only 'mean' is defined")
     if len(src_sentences) != len(tgt_sentences):
         raise ConfigError(
             f"retrieval needs line-aligned sides, got {len(src_sentences)} xx and {len(tgt_sentences)} en sentences"

@@ -1,4 +1,4 @@
-"""Language sampling with exponential smoothing (methods spec §3.2).
+"""Language sampling with exponential smoothing (docs/methods/README.md, "Shared building blocks").
 
 q_i = p_i^α / Σ_j p_j^α with p_i = n_i / Σ_j n_j: α = 1 samples in proportion to the data,
 α = 0 uniformly over the languages that have data. Each call picks the language of one batch.

@@ -1,6 +1,6 @@
 """Source models: xbench's own tiny ones (built, cached by content hash) or any HF name/path.
 
-The tiny models follow methods.md §3.11: built from a config, a WordPiece tokenizer trained on
+The tiny models (docs/data.md, "Tiny source models"): built from a config, a WordPiece tokenizer trained on
 the language's pool, MLM-pretrained by the shared runner, built once per content hash.
 """
 from __future__ import annotations

@@ -102,7 +102,8 @@ class Method:
     name: str = ""
     kind: str = "transfer"      # or "baseline"
     scope: str = "shared"       # "shared": one encoder for every language; "per-language": one each
-    # The baseline whose row this method's gain is measured against: the matched scratch run (§10.1).
+    # The baseline whose row this method's gain is measured against: the matched scratch run
+    # (docs/methods/baselines.md).
     compared_with: str = ""
     defaults: dict[str, Any] = {}
     # Whether the encoder is built from the run's --model (its architecture, tokenizer or weights):
@@ -148,7 +149,7 @@ class Method:
         if self.ctx.profile.get("name") == "smoke":
             return []
         return [f"method '{self.name}' implements the smoke profile only; the paper profile needs the data "
-                f"slot(s) {slots} (methods.md §11.8), which xbench does not read yet"]
+                f"slot(s) {slots} (docs/protocols.md, 'Data slots'), which xbench does not read yet"]
 
     @staticmethod
     def minimum_problems(params: dict[str, Any], minimums: dict[str, int]) -> list[str]:

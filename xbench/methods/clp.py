@@ -1,17 +1,17 @@
-"""CLP-Transfer (methods.md §7; code: malteos/clp-transfer `clp.py`) and its matched controls.
+"""CLP-Transfer (docs/methods/clp.md; code: malteos/clp-transfer `clp.py`) and its matched controls.
 
 The target model has the source model's architecture and non-embedding weights; its token
 embeddings come from `clp_transfer` (overlap copied, missing tokens as helper-similarity-weighted
 sums of overlapping source rows), and it then continues pretraining on target text for a token
-budget. The helper is a smaller target-language model that xbench trains itself (smoke column of
-§7.5): a tokenizer of the source's family (WordPiece for BERT sources, byte-level BPE for GPT-2
+budget. The helper is a smaller target-language model that xbench trains itself (docs/methods/clp.md,
+"Stages"): a tokenizer of the source's family (WordPiece for BERT sources, byte-level BPE for GPT-2
 sources) on the target pool, and a 1-layer, d=32 LM of the source's kind. 5% of the target pool,
 chosen by line hash, is held out of every training stage (tokenizer, helper, continued
 pretraining) and gives the held-out perplexity curve.
 
 Three variants share every piece except the initialisation, so that they differ only there
-(§7.9, §10.1): `clp`; `scratch` (random init, same architecture and target tokenizer, same data
-and training tokens: the scratch baseline, method `scratch-clp`); and `source+random-emb` (source
+(docs/methods/clp.md, "Matched baselines"): `clp`; `scratch` (random init, same architecture and target
+tokenizer, same data and training tokens: the scratch baseline, method `scratch-clp`); and `source+random-emb` (source
 weights with random token embeddings: CLP's continued-pretraining control, used by `xbench curves`).
 The two controls are cache entries that record the key of the CLP entry whose tokens they match.
 """
@@ -66,14 +66,14 @@ class ClpMethod(Method):
     scope = "per-language"
     compared_with = "scratch-clp"
     defaults: dict[str, Any] = {
-        # continued pretraining (the transfer stage), §7.5 smoke column
+        # continued pretraining (the transfer stage); smoke values, docs/methods/clp.md, "Defaults"
         "steps": 300, "budget_tokens": 0, "lr": 5e-4, "warmup_steps": 20, "weight_decay": 0.01,
         "batch_size": 16, "seq_len": 64, "eval_steps": "0,25,50,100,200,300", "heldout_share": 0.05,
         # helper: same optimiser settings and batch as the transfer stage (xbench default)
         "helper_layers": 1, "helper_dim": 32, "helper_heads": 2, "helper_vocab": 2000, "helper_steps": 300,
         # WordPiece helpers keep at most this many distinct characters (0: all); the rest become [UNK]
         "helper_limit_alphabet": 1000,
-        # initialisation, §7.6
+        # initialisation, docs/methods/clp.md, "Initialisation"
         "init_output": "clp", "on_small_denominator": "warn", "control_init": "model_init",
         "pretrain_seed": 0,
     }
@@ -326,8 +326,8 @@ class ClpMethod(Method):
 
 
 class ClpScratchMethod(ClpMethod):
-    """The scratch baseline CLP is compared with (§10.1): CLP's architecture, target tokenizer, target
-    data and transfer-stage tokens, random init. Takes the same parameters, to match a CLP run that
+    """The scratch baseline CLP is compared with (docs/methods/baselines.md): CLP's architecture, target
+    tokenizer, target data and transfer-stage tokens, random init. Takes the same parameters, to match a CLP run that
     changed them."""
 
     name = "scratch-clp"
@@ -349,7 +349,8 @@ def _speak(config: Any, tokenizer: Any) -> None:
 
 
 def _with_random_embeddings(source: Any, source_tok: Any, target_tok: Any, scheme: str, seed: int) -> Any:
-    """The source model resized to the target vocabulary with random token rows (§7.9 control iii).
+    """The source model resized to the target vocabulary with random token rows (the source+random-emb
+    control of docs/methods/clp.md, "Matched baselines").
 
     Input rows come from `random_init`; an untied output matrix gets its own random rows and an
     output bias starts at zero, as a fresh head would.

@@ -1,14 +1,15 @@
-"""Cross-lingual language model meta-pretraining (methods.md §6; an xbench reconstruction: no public code)
+"""Cross-lingual language model meta-pretraining (docs/methods/meta.md; an xbench reconstruction: no public code)
 and its single-phase baseline, built by the same code.
 
 One shared WordPiece vocabulary is trained on every pool the run uses (English and the targets)
-before anything else (§6.2 step 1). `meta`: phase 1 is MLM on the English pool alone (the
+before anything else (docs/methods/meta.md, "Stages"). `meta`: phase 1 is MLM on the English pool alone (the
 meta-pretraining phase), phase 2 starts from the exact phase-1 weights with a fresh optimizer and
 a restarted schedule and runs MLM on English ∪ targets with one α-smoothed language per batch.
 `meta-single`: the same architecture, tokenizer, batch, sampler and seeds, phase 2 only, for the
 total number of steps. Both are scoped to the run's target set: one encoder serves every target
 language of the run. Each encoder records Tatoeba retrieval accuracy on the retrieval test lines
-(§2.2), and `extra_report` turns a result into the three quantities of §6.2 step 6.
+(docs/data.md, "Fixed splits"), and `extra_report` turns a result into the three quantities of
+docs/methods/meta.md, "Transfer report".
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class MetaMethod(Method):
     variant = "meta"
     uses_model = False  # its own tokenizer and architecture (the params), trained from scratch
     defaults: dict[str, Any] = {
-        # §6.5 smoke column
+        # the smoke profile's values (docs/methods/meta.md, "Defaults")
         "total_steps": 600, "phase1_share": 0.5, "phase1_lang": SOURCE_LANG, "alpha": 0.5, "vocab_size": 4000,
         "limit_alphabet": 1000,  # distinct characters kept in the shared vocabulary (0: all); the rest are [UNK]
         "layers": 2, "hidden": 64, "heads": 2, "ffn": 128, "max_positions": 512,
@@ -97,7 +98,8 @@ class MetaMethod(Method):
         return {lang: build_pool(lang, self.ctx.data_dir) for lang in self.languages()}
 
     def _tokenizer(self, pools: dict[str, Any]) -> Path:
-        """§6.2 step 1: one WordPiece vocabulary over every pool, before phase 1 (shared by both variants)."""
+        """Stage 1 (docs/methods/meta.md, "Stages"): one WordPiece vocabulary over every pool, before phase 1
+        (shared by both variants)."""
         key = {"stage": "meta-tokenizer", "code_version": CODE_VERSION, "vocab_size": self.params["vocab_size"],
                "limit_alphabet": self.params["limit_alphabet"],
                "pools": [pools[lang].manifest() for lang in pools]}
@@ -216,7 +218,7 @@ class MetaMethod(Method):
                                    "tokenizer_entry": tok_entry.name, "phase1_entry": phase1.name if phase1 else None,
                                    "matches": key.get("matches"), "architecture": self.arch(),
                                    "pools": manifest["pools"], "retrieval": manifest["retrieval"],
-                                   "reconstruction": "xbench reconstruction (methods.md §6): no public code"},
+                                   "reconstruction": "xbench reconstruction (docs/methods/meta.md): no public code"},
                        flags={"transductive": transductive, "xbench_reconstruction": True},
                        uses_source_weights=False)
 
@@ -225,7 +227,8 @@ class MetaMethod(Method):
 
 
 class MetaSingleMethod(MetaMethod):
-    """The single-phase baseline of §6.2 step 4: the same code without phase 1, N1 + N2 steps."""
+    """The single-phase baseline (docs/methods/baselines.md, "meta-single"): the same code without phase 1,
+    N1 + N2 steps."""
 
     name = "meta-single"
     kind = "baseline"
@@ -234,7 +237,7 @@ class MetaSingleMethod(MetaMethod):
 
 
 def retrieval_scores(model: Any, tokenizer: Any, langs: list[str], data_dir: str | Path | None) -> dict[str, Any]:
-    """Tatoeba retrieval accuracy (§3.10) on each language's retrieval test lines (the last 20%, §2.2)."""
+    """Tatoeba retrieval accuracy on each language's retrieval test lines (the last 20%, docs/data.md)."""
     from xbench.atomic import sha256_file
     from xbench.components.pools import TATOEBA, TATOEBA_TRAIN_SHARE
     from xbench.components.retrieval import retrieval_accuracy
@@ -257,7 +260,8 @@ def retrieval_scores(model: Any, tokenizer: Any, langs: list[str], data_dir: str
 
 
 def transfer_report(result: dict[str, Any]) -> dict[str, Any]:
-    """§6.2 step 6 from a result file: English score, zero-shot target scores, transfer gap, retrieval.
+    """The transfer report (docs/methods/meta.md) from a result file: English score, zero-shot target
+    scores, transfer gap, retrieval.
 
     The English score is the model-selection score on the English selection split (XNLI en
     dev-heldout in the shared-data zero-shot protocol), i.e. the score of the checkpoint kept.

@@ -1,5 +1,5 @@
 """Baseline `scratch`: the compared model's architecture and tokenizer, random init, MLM on
-target-language text for a token budget (methods.md §10.1), then the shared fine-tuning.
+target-language text for a token budget (docs/methods/baselines.md), then the shared fine-tuning.
 
 The budget defaults to the profile's fixed one; to match a transfer method's run, pass
 --param budget_tokens=<that run's transfer tokens_seen>.

@@ -1,6 +1,7 @@
-"""`xbench curves`: held-out perplexity against training tokens, and "steps saved" (methods.md §7.9, §10.4).
+"""`xbench curves`: held-out perplexity against training tokens, and "steps saved" (docs/methods/clp.md,
+"Learning curves"; docs/protocols.md, "Steps saved").
 
-For CLP the three runs of §7.9 share the source model, the target tokenizer, the training text,
+For CLP the three runs share the source model, the target tokenizer, the training text,
 the held-out text, the evaluation steps and the token budget, and differ only in their
 initialisation: CLP, random (the scratch baseline) and source weights with random embeddings.
 Each run is an encoder cache entry, so the curves cost nothing the second time and the same
@@ -29,7 +30,7 @@ def _value(point: dict[str, Any], key: str) -> float:
 
 def steps_saved(method: list[dict[str, Any]], scratch: list[dict[str, Any]], *, unit: str = "step",
                 metric: str = "perplexity", scratch_total: float | None = None) -> dict[str, Any]:
-    """§10.4 for a lower-is-better metric.
+    """Steps saved (docs/protocols.md, "Steps saved") for a lower-is-better metric.
 
     v* is the scratch curve's last value and S its total (`scratch_total`, by default its last
     point's `unit`). s_m is the first `unit` at which the method's curve reaches v*, linearly
@@ -101,11 +102,11 @@ def _one_seed(method: str, lang: str, model: str, data_dir: str | Path | None,
     per_step = {v: r["tokens_seen"] / r["optimizer_steps"] for v, r in runs.items()}
     saved = {}
     for variant in ("clp", "source+random-emb"):
-        # Equal batches: compare in optimizer steps; otherwise in tokens (§10.4).
+        # Equal batches: compare in optimizer steps; otherwise in tokens (docs/protocols.md).
         unit = "step" if per_step[variant] == per_step["scratch"] else "tokens"
         total = scratch["optimizer_steps"] if unit == "step" else scratch["tokens_seen"]
         saved[variant] = steps_saved(runs[variant]["curve"], scratch["curve"], unit=unit, scratch_total=total)
-    # §7.9 logs, and does not assert, which initialisation starts lowest.
+    # Logged, not asserted (docs/methods/clp.md, "Learning curves"): which initialisation starts lowest.
     start = {v: _value(r["curve"][0], "perplexity") for v, r in runs.items() if r["curve"] and r["curve"][0]["step"] == 0}
     return {"params": clp.params, "runs": runs, "steps_saved": saved,
             "lowest_at_start": min(start, key=start.get) if start else None,

@@ -79,7 +79,8 @@ def build_tables(results: list[dict[str, Any]], lang_order: list[str],
 
 
 def _matched_baseline(row: Row, grp: list[Row]) -> Row | None:
-    """The row a method's gain is measured against: its matched baseline (§10.1), else plain scratch."""
+    """The row a method's gain is measured against: its matched baseline (docs/methods/baselines.md),
+    else plain scratch."""
     if row.kind == "baseline":
         return None
     by_name = {r.method: r for r in grp}
@@ -237,10 +238,10 @@ def _mean_std(vals: list[float]) -> Stat | None:
 
 
 def _reports_markdown(reports: list[tuple[Row, list[dict[str, Any]]]]) -> list[str]:
-    """The three quantities of methods.md §6.2 step 6, for rows whose results carry a transfer report."""
+    """The three quantities of docs/methods/meta.md, "Transfer report", for rows whose results carry one."""
     langs = sorted({lang for _, reps in reports for rep in reps for lang in rep.get("retrieval", {})})
     head = ["Method", *[label for _, label in REPORT_FIELDS], *[f"retrieval {lang}" for lang in langs]]
-    lines = ["Transfer report (methods.md §6.2): generalisation (English score of the kept checkpoint), "
+    lines = ["Transfer report (docs/methods/meta.md): generalisation (English score of the kept checkpoint), "
              "zero-shot target mean, transfer gap = English − target mean, and Tatoeba retrieval accuracy "
              "(mean of xx→en and en→xx, mean-pooled middle layer, cosine).", "",
              "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]

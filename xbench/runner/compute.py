@@ -1,4 +1,4 @@
-"""Compute accounting per stage (methods.md §10.2)."""
+"""Compute accounting per stage (docs/protocols.md, "What every stage records")."""
 from __future__ import annotations
 
 import resource
@@ -8,7 +8,7 @@ from typing import Any
 
 
 def parameter_counts(model: Any) -> dict[str, int]:
-    """total / trainable / non_embedding (methods.md §10.2), as the freezing utilities count them."""
+    """total / trainable / non_embedding (docs/protocols.md), as the freezing utilities count them."""
     from xbench.components.freezing import trainable_report
 
     report = trainable_report(model)

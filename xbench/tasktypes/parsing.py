@@ -44,7 +44,7 @@ from xbench.tasktypes.token_labelling import MODEL_INPUTS, effective_max_length,
 # Inference batches: the label scores are [batch, words+1, words+1, labels] floats, so the budget
 # is kept well below the shared default to bound memory on long-sentence treebanks.
 PREDICT_BATCH_TOKENS = 8192
-# Head defaults: the smoke profile's sizes (methods.md §3.13); a card's params, then the profile's
+# Head defaults: the smoke profile's sizes (docs/protocols.md, "Task heads"); a card's params, then the profile's
 # fine-tuning block, override them.
 HEAD_DEFAULTS: dict[str, Any] = {"arc_mlp": 128, "label_mlp": 64, "dropout": 0.33, "pooling": "first", "decode": "mst"}
 TREEBANK_CHOICES = ("default", "pud")
