@@ -54,15 +54,15 @@ def test_classification_collapse_warns_and_a_balanced_prediction_does_not(tokeni
     assert collapsed["classes"] == 3 and collapsed["gold_share"] == 0.34
     assert collapsed["unk_rate"] == pytest.approx(1 / 5)  # the, cat | the, ☃, dog
     warnings = warnings_for("my", collapsed)
-    assert len(warnings) == 1 and warnings[0].startswith("my: 99% of the predictions are 'entailment'")
+    assert len(warnings) == 1 and warnings[0].startswith("my: one class predicted: 99% of the predictions are 'entailment'")
     balanced = tt.diagnostics(split, feats, [i % 3 for i in range(100)], tokenizer)
     assert balanced["majority_share"] == 0.34 and warnings_for("my", balanced) == []
 
 
 def test_unk_rate_over_a_fifth_warns(tokenizer):
     diag = {"unk_rate": 0.8, "tokens": 100}
-    assert warnings_for("my", diag) == ["my: 80% of the input subwords are [UNK] (over 20%): the tokenizer cannot "
-                                        "read this language, so its score is close to chance"]
+    assert warnings_for("my", diag) == ["my: [UNK] rate over 20%: 80% of the input subwords are [UNK]; the tokenizer "
+                                        "cannot read this language, so its score is close to chance"]
     assert warnings_for("zh", {"unk_rate": 0.09}) == []
 
 
@@ -104,7 +104,7 @@ def test_qa_records_empty_and_repeated_answers(tokenizer):
     feats = [tokenizer("the dog", "the cat sat")]
     diag = tt.diagnostics(_split("en", examples), feats, ["", " ", "", "cat"], tokenizer)
     assert diag["empty_share"] == 0.75 and diag["majority_label"] == "" and diag["kind"] == "qa"
-    assert warnings_for("en", diag) == ["en: 75% of the predicted answers are empty (over 50%)"]
+    assert warnings_for("en", diag) == ["en: empty answers: 75% of the predicted answers are empty (over 50%)"]
     same = tt.diagnostics(_split("en", examples), feats, ["cat", "cat", "cat", "sat"], tokenizer)
     assert same["empty_share"] == 0.0 and len(warnings_for("en", same)) == 1
     assert warnings_for("en", tt.diagnostics(_split("en", examples), feats, ["a", "b", "c", "cat"], tokenizer)) == []

@@ -198,3 +198,43 @@ def test_a_warning_quoting_a_pipe_stays_in_its_cell(tmp_path):
     md = render_markdown("xquad", build_tables(iter_results(tmp_path), ["de"]), card_version=1)
     line = _lines(md, "| source")
     assert line.count(" | ") == _lines(md, "| Method").count(" | ")
+
+
+def test_warnings_are_gathered_by_kind_and_language_over_seeds(tmp_path):
+    # Each seed words its warning with its own share and label; the row says once which languages
+    # warned of what, and in which seeds, instead of one sentence per seed.
+    one = "{u}: one class predicted: {p}% of the predictions are 'neutral', 33% in the gold (over 90% of 3 classes)"
+    unk = "zh: [UNK] rate over 20%: 93% of the input subwords are [UNK]"
+    write_result(tmp_path, "source", "baseline", 1, {"de": 0.33, "zh": 0.33},
+                 warnings=(one.format(u="de", p=100), one.format(u="zh", p=95), unk))
+    write_result(tmp_path, "source", "baseline", 2, {"de": 0.34, "zh": 0.33}, warnings=(one.format(u="de", p=97), unk))
+    from xbench.results.aggregate import aggregate
+
+    flags = next(iter(aggregate(iter_results(tmp_path)).values())).all_flags()
+    assert "warning: one class predicted: de (every seed), zh (seed 1)" in flags
+    assert "warning: [UNK] rate over 20%: zh (every seed)" in flags
+    assert not any("% of the predictions" in f for f in flags)
+
+
+def test_rows_of_one_model_share_a_table_whatever_their_source_text(tmp_path):
+    # meta does not use the source model (no source-text hash) and belongs beside the rows built from
+    # tiny-en-bert; two source models built from different text are two rows, named by their text.
+    import json
+
+    from xbench.results.aggregate import aggregate
+
+    paths = {("source", "a"): write_result(tmp_path / "a", "source", "baseline", 1, {"de": 0.40}),
+             ("source", "b"): write_result(tmp_path / "b", "source", "baseline", 1, {"de": 0.30}),
+             ("meta", None): write_result(tmp_path / "c", "meta", "transfer", 1, {"de": 0.35})}
+    for (method, text), path in paths.items():
+        if text:
+            data = json.loads(path.read_text())
+            data["model"]["source_text_hash"] = text * 64
+            path.write_text(json.dumps(data))
+    results = [r for d in ("a", "b", "c") for r in iter_results(tmp_path / d)]
+    assert len(aggregate(results)) == 3
+    tables = build_tables(results, ["de"])
+    assert len(tables) == 1 and tables[0]["text_hashes"] == ["a" * 8, "b" * 8]
+    text = render_markdown("xnli", tables, card_version=1)
+    assert f"| source (baseline) @{'a' * 8} |" in text and f"| source (baseline) @{'b' * 8} |" in text
+    assert "| meta |" in text

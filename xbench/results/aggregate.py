@@ -54,6 +54,7 @@ class Row:
     xbench_versions: set[str] = field(default_factory=set)
     compared_with: str = ""
     reports: list[dict[str, Any]] = field(default_factory=list)
+    warned: dict[str, dict[str, set[int]]] = field(default_factory=dict)  # kind -> unit -> seeds
 
     @property
     def method(self) -> str:
@@ -83,7 +84,16 @@ class Row:
 
     def all_flags(self) -> list[str]:
         flag = row_flag(self.key[0], self.transductive)
-        return sorted(self.flags | ({flag} if flag else set()))
+        warned = {f"warning: {kind}: " + ", ".join(f"{unit}{self._seed_note(seeds)}" for unit, seeds in sorted(units.items()))
+                  for kind, units in self.warned.items()}
+        return sorted(self.flags | warned | ({flag} if flag else set()))
+
+    def _seed_note(self, seeds: set[int]) -> str:
+        if len(self.seeds) == 1:
+            return ""
+        if len(seeds) == len(self.seeds):
+            return " (every seed)"
+        return f" (seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, sorted(seeds)))})"
 
 
 def group_sets(rows: Iterable[Row]) -> dict[str, list[str]]:
@@ -92,6 +102,14 @@ def group_sets(rows: Iterable[Row]) -> dict[str, list[str]]:
     rows = list(rows)
     units = sorted({u for r in rows for u in r.per_lang})
     return unit_sets(units, set().union(*(r.excludes for r in rows)) if rows else ())
+
+
+def split_model_label(label: str) -> tuple[str, str | None]:
+    """(model name, source-text hash or None) of a row's model label."""
+    name, sep, text_hash = label.rpartition("@")
+    if sep and len(text_hash) == 8 and all(c in "0123456789abcdef" for c in text_hash):
+        return name, text_hash
+    return label, None
 
 
 def model_label(result: dict[str, Any]) -> str:
@@ -129,7 +147,13 @@ def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[
         row.compute.append(r["compute"])
         flags = r.get("flags", {})
         row.transductive.extend(flags.get("transductive", []))
-        row.flags.update(w if w.lower().startswith("warning") else f"warning: {w}" for w in flags.get("warnings", []))
+        for warning in flags.get("warnings", []):
+            unit, _, rest = warning.partition(": ")
+            kind, sep, _detail = rest.partition(": ")
+            if sep:  # `<unit>: <kind>: <detail>`: gathered over seeds, since the detail differs per seed
+                row.warned.setdefault(kind, {}).setdefault(unit, set()).add(seed)
+            else:
+                row.flags.add(warning if warning.lower().startswith("warning") else f"warning: {warning}")
         split = r["run"].get("eval_split") or flags.get("eval_split")
         row.eval_splits.add(split if isinstance(split, str) and split else "?")
         if flags.get("data_setting") == "shared":

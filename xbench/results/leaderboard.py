@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xbench.results.aggregate import Row, Stat, aggregate, group_sets
+from xbench.results.aggregate import Row, Stat, aggregate, group_sets, split_model_label
 from xbench.results.averages import LABELS
 
 BASELINE_ORDER = {"source": 0, "scratch": 1}
@@ -83,8 +83,11 @@ def _matched_baseline(row: Row, grp: list[Row]) -> Row | None:
     else plain scratch."""
     if row.kind == "baseline":
         return None
-    by_name = {r.method: r for r in grp}
-    return by_name.get(row.compared_with or "scratch")
+    # Rows of one table may differ in the source text of their model (model@hash): a baseline built
+    # from the same text is the match, when there is one.
+    candidates = [r for r in grp if r.method == (row.compared_with or "scratch")]
+    same = [r for r in candidates if r.key[4] == row.key[4]]
+    return (same or candidates or [None])[0]
 
 
 def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], metric: str,
@@ -97,7 +100,9 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
     groups: dict[tuple[str, str, str, str], list[Row]] = {}
     for key, row in rows.items():
         task, protocol, profile, _method, model = key
-        groups.setdefault((task, protocol, profile, model), []).append(row)
+        # One table per model name: a method that does not use the source model (meta) has no source-
+        # text hash, yet belongs beside the rows it is compared with.
+        groups.setdefault((task, protocol, profile, split_model_label(model)[0]), []).append(row)
     tables = []
     for (task, protocol, profile, model), grp in sorted(groups.items()):
         units = {u for r in grp for u in r.per_lang}
@@ -133,6 +138,7 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
                 best[col] = max(vals)
         matrices = [_gxlt_matrix(b, cells, parse_unit) for b in body if any(c in b["row"].per_lang for c in cells)]
         tables.append({"task": task, "protocol": protocol, "profile": profile, "model": model, "langs": langs,
+                       "text_hashes": sorted({h for r in grp if (h := split_model_label(r.key[4])[1])}),
                        "avg_cols": avg_cols, "card": card, "avg_label": dict(avg_cols).get(card, "Avg"),
                        "body": body, "best": best, "metric": metric, "matrices": matrices,
                        "reports": [(r, r.reports) for r in ordered if r.reports]})
@@ -177,7 +183,9 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
              "evaluation data of this task in those languages.", ""]
     footer_rows: list[Row] = []
     for t in tables:
-        lines.append(f"## {t['protocol']} · profile {t['profile']} · model `{t['model']}` · metric {t['metric']}")
+        hashes = t["text_hashes"]
+        built = f" (built from source text {', '.join(hashes)})" if hashes else ""
+        lines.append(f"## {t['protocol']} · profile {t['profile']} · model `{t['model']}`{built} · metric {t['metric']}")
         lines.append("")
         head = ["Method", *t["langs"], *(label for _, label in t["avg_cols"]), "Δ vs scratch", "Transfer compute",
                 "Source pretraining", "Eval split", "Seeds", "Flags"]
@@ -187,6 +195,9 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
             r: Row = b["row"]
             footer_rows.append(r)
             name = f"{r.method} (baseline)" if r.kind == "baseline" else r.method
+            text_hash = split_model_label(r.key[4])[1]
+            if len(hashes) > 1 and text_hash:  # rows whose source models learnt from different text
+                name += f" @{text_hash}"
             delta = _delta(b)
             cells = [_cell(b["cells"][lang], t["best"].get(lang)) for lang in t["langs"]]
             avgs = [_cell(b["avgs"][n], t["best"].get(n)) for n, _ in t["avg_cols"]]

@@ -73,23 +73,26 @@ def majority(predicted: Sequence[Any], gold: Sequence[Any] | None, n_classes: in
 
 
 def warnings_for(unit: str, diag: dict[str, Any]) -> list[str]:
-    """The warnings an evaluated unit's diagnostics call for (empty when nothing is extreme)."""
+    """The warnings an evaluated unit's diagnostics call for (empty when nothing is extreme).
+
+    Each reads `<unit>: <kind>: <detail>`: the leaderboard gathers a row's warnings by kind and unit
+    over its seeds (the detail differs from seed to seed), the run prints them whole."""
     out: list[str] = []
     rate = diag.get("unk_rate")
     if rate is not None and rate > UNK_RATE_WARN:
-        out.append(f"{unit}: {rate:.0%} of the input subwords are [UNK] (over {UNK_RATE_WARN:.0%}): the tokenizer "
-                   f"cannot read this language, so its score is close to chance")
+        out.append(f"{unit}: [UNK] rate over {UNK_RATE_WARN:.0%}: {rate:.0%} of the input subwords are [UNK]; the "
+                   f"tokenizer cannot read this language, so its score is close to chance")
     share, label = diag.get("majority_share"), diag.get("majority_label")
     if diag.get("kind") == "qa":
         empty = diag.get("empty_share")
         if empty is not None and empty > QA_SHARE_WARN:
-            out.append(f"{unit}: {empty:.0%} of the predicted answers are empty (over {QA_SHARE_WARN:.0%})")
+            out.append(f"{unit}: empty answers: {empty:.0%} of the predicted answers are empty (over {QA_SHARE_WARN:.0%})")
         elif share is not None and share > QA_SHARE_WARN:
-            out.append(f"{unit}: {share:.0%} of the predicted answers are the same string {label!r} "
+            out.append(f"{unit}: one answer string: {share:.0%} of the predicted answers are the same string {label!r} "
                        f"(over {QA_SHARE_WARN:.0%})")
     elif (share is not None and share > MAJORITY_SHARE_WARN and (diag.get("classes") or 0) >= MIN_CLASSES
           and share - diag.get("gold_share", 0.0) > MAJORITY_MARGIN):
         gold = f", {diag['gold_share']:.0%} in the gold" if "gold_share" in diag else ""
-        out.append(f"{unit}: {share:.0%} of the predictions are '{label}'{gold} (over {MAJORITY_SHARE_WARN:.0%} "
-                   f"of {diag['classes']} classes): the model predicts one class, its score is close to chance")
+        out.append(f"{unit}: one class predicted: {share:.0%} of the predictions are '{label}'{gold} (over "
+                   f"{MAJORITY_SHARE_WARN:.0%} of {diag['classes']} classes); its score is close to chance")
     return out
