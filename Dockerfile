@@ -11,7 +11,7 @@ WORKDIR /opt/xbench
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --index-url ${TORCH_INDEX} torch==2.13.0
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY xbench ./xbench
 COPY tasks ./tasks
 COPY baselines ./baselines

@@ -62,14 +62,26 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     pass
 
 
+TasksDirOption = Annotated[Optional[list[Path]], typer.Option(
+    "--tasks-dir", help="A folder of your own task cards (*.yaml), used beside the built-in ones (repeatable; "
+                        "XBENCH_TASKS_DIRS adds more, separated as in PATH).")]
+
+
+def _use_tasks_dirs(dirs: list[Path] | None) -> None:
+    from xbench.registry import set_cli_tasks_dirs
+
+    set_cli_tasks_dirs(dirs or [])
+
+
 @app.command("list")
-def list_cmd() -> None:
-    """Tasks (languages, metric, protocols), methods and profiles."""
+def list_cmd(tasks_dir: TasksDirOption = None) -> None:
+    """Tasks (languages, metric, protocols), methods (built-in and installed plugins) and profiles."""
     from rich.table import Table
 
     from xbench.profiles import available, load_profile
-    from xbench.registry import METHODS, all_cards
+    from xbench.registry import all_cards, all_methods
 
+    _use_tasks_dirs(tasks_dir)
     console = _console()
     tasks = Table(title="Tasks", show_lines=False)
     for col in ("task", "type", "metric", "languages", "protocols (default first)"):
@@ -82,7 +94,7 @@ def list_cmd() -> None:
     methods = Table(title="Methods")
     for col in ("method", "kind", "summary"):
         methods.add_column(col)
-    for m in sorted(METHODS.values(), key=lambda m: (m.kind == "baseline", m.name)):
+    for m in sorted(all_methods().values(), key=lambda m: (m.kind == "baseline", m.name)):
         methods.add_row(m.name, m.kind, m.summary)
     console.print(methods)
     profiles = Table(title="Profiles")
@@ -131,6 +143,7 @@ def run(
     treebank: Annotated[Optional[str], typer.Option(help="UD: which test treebanks, e.g. pud.")] = None,
     option: Annotated[Optional[list[str]], typer.Option(help="Other task option key=value (repeatable).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a profile setting, e.g. finetune.max_steps=50 or pretrain.mlm.lr=1e-3 (repeatable).")] = None,
+    tasks_dir: TasksDirOption = None,
 ) -> None:
     """Build the encoder, fine-tune, evaluate, and write one result file per seed."""
     from collections.abc import Callable
@@ -140,6 +153,7 @@ def run(
     from xbench.pipeline import RunRequest, resolve
     from xbench.pipeline import run as run_pipeline
 
+    _use_tasks_dirs(tasks_dir)
     problems: list[str] = []
 
     def parsed(parse: Callable[..., Any], *args: Any, default: Any = None) -> Any:
@@ -279,12 +293,15 @@ def baseline_update(
 
 
 @app.command()
-def validate() -> None:
-    """Check every task card and profile and report every problem at once."""
+def validate(tasks_dir: TasksDirOption = None) -> None:
+    """Check every task card (built-in and --tasks-dir), profile and installed plugin; report every problem at once."""
     from xbench.profiles import available, profile_problems
-    from xbench.registry import validate_all_cards
+    from xbench.registry import plugin_problems, validate_all_cards
 
-    cards, problems = validate_all_cards()
+    _use_tasks_dirs(tasks_dir)
+    problems = plugin_problems()
+    cards, card_problems = validate_all_cards()
+    problems += card_problems
     for name in available():
         problems += profile_problems(name)
     console = _console()
