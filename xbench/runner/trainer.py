@@ -13,7 +13,8 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,6 +66,32 @@ class StepContext:
 
 
 LossFn = Callable[[torch.nn.Module, dict[str, Any], StepContext], dict[str, torch.Tensor]]
+
+
+class Stateful(Protocol):
+    """Extra training state a stage hands to `Runner.fit(extra_state=...)`: a MoCo key queue, a
+    momentum encoder (any `torch.nn.Module`), a sampler's position. Its `state_dict()` may hold
+    only tensors and plain values (bool, int, float, str, None, and lists, tuples and dicts of
+    them), because checkpoints are read back with `torch.load(weights_only=True)`."""
+
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any], /) -> Any: ...
+
+
+# Extra state lives in its own file of each checkpoint folder, written inside the same atomic folder
+# as state.pt and trainer_state.json, so a checkpoint's healthy/confirmed verdict covers it too.
+#
+# accelerate's register_for_checkpointing + save_state/load_state is not used for this (checked in
+# accelerate 1.15): load_custom_state reads each object with torch.load(weights_only=False), i.e. it
+# unpickles whatever a planted file says; objects are matched by registration index, not by name;
+# the registry lives on the process-wide Accelerator that every stage shares, with no way to
+# unregister; load_state skips RNG states it cannot read with only a log line; and save_state writes
+# in place, outside the atomic checkpoint folders that the healthy-checkpoint rule relies on.
+EXTRA_STATE_FILE = "extra.pt"
+# Exact types, not isinstance: a numpy float64 is a float and an IntEnum an int, but weights_only
+# refuses both, which would only show at resume time.
+_PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device)
 
 
 @dataclass
@@ -167,7 +194,8 @@ class Runner:
         good = [p for p, st in self._checkpoints() if checkpoint_is_healthy(st)]
         return good[-1] if good else None
 
-    def _save_checkpoint(self, model, optimizer, scheduler, state: dict[str, Any]) -> None:
+    def _save_checkpoint(self, model, optimizer, scheduler, state: dict[str, Any],
+                         extra: Mapping[str, Stateful]) -> None:
         acc = self.accelerator
         target = self.ckpt_root / f"step-{state['step']}"
         acc.wait_for_everyone()
@@ -180,6 +208,9 @@ class Runner:
                 if torch.cuda.is_available():
                     rng["cuda"] = torch.cuda.get_rng_state_all()
                 torch.save(rng, tmp / "rng.pt")
+                if extra:
+                    torch.save({name: _extra_state_dict(name, obj) for name, obj in extra.items()},
+                               tmp / EXTRA_STATE_FILE)
                 atomic_write_json(tmp / "trainer_state.json", state)
             self._prune()
         acc.wait_for_everyone()
@@ -216,7 +247,22 @@ class Runner:
             if p not in keep:
                 shutil.rmtree(p, ignore_errors=True)
 
-    def _load_checkpoint(self, path: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    def _load_checkpoint(self, path: Path, model, optimizer, scheduler,
+                         extra: Mapping[str, Stateful]) -> dict[str, Any]:
+        # Extra state is checked first, so that a checkpoint lacking some of it changes nothing.
+        saved_extra = _load_tensors(path / EXTRA_STATE_FILE) if (path / EXTRA_STATE_FILE).exists() else {}
+        if not isinstance(saved_extra, dict):
+            raise XbenchError(f"{path / EXTRA_STATE_FILE}: expected a mapping of state names, found "
+                              f"{type(saved_extra).__name__}; delete {path} to resume from an earlier checkpoint")
+        missing = sorted(set(extra) - set(saved_extra))
+        unknown = sorted(set(saved_extra) - set(extra))
+        if missing or unknown:
+            raise XbenchError(
+                f"{path}: cannot resume stage '{self.name}' exactly from this checkpoint: "
+                + "; ".join(([f"it lacks the registered state {', '.join(repr(n) for n in missing)}"] if missing else [])
+                            + ([f"it holds state {', '.join(repr(n) for n in unknown)} that the stage does not "
+                                "register"] if unknown else []))
+                + f" (it was written by a stage with other state); delete {self.workdir} to start the stage again")
         blob = _load_tensors(path / "state.pt")
         self.accelerator.unwrap_model(model).load_state_dict(blob["model"])
         optimizer.load_state_dict(blob["optimizer"])
@@ -225,6 +271,8 @@ class Runner:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        for name, obj in extra.items():
+            obj.load_state_dict(saved_extra[name])
         return json.loads((path / "trainer_state.json").read_text())
 
     def _save_best(self, model, state: dict[str, Any]) -> None:
@@ -249,10 +297,19 @@ class Runner:
             select_metric: str | None = None,
             count_tokens: Callable[[dict[str, Any]], int] = default_count_tokens,
             after_optimizer_step: Callable[[torch.nn.Module, int], None] | None = None,
+            extra_state: Mapping[str, Stateful] | None = None,
             resume: bool = False) -> FitResult:
+        """Train to the end of the stage. `extra_state` names objects beyond the model (a key queue,
+        a momentum encoder, a sampler's position) that checkpoints save and `resume` restores with
+        the model and optimizer; they are saved from the main process, like the model, so their state
+        must be the same on every rank."""
         from accelerate.utils import set_seed
 
         a, acc = self.args, self.accelerator
+        extra = dict(extra_state or {})
+        for name, obj in extra.items():
+            # Fail before any training, not at the first checkpoint or, worse, at resume time.
+            _extra_state_dict(name, obj)
         set_seed(a.seed)
         if acc.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -268,7 +325,7 @@ class Runner:
                                  "evals": [], "best": None, "wall_seconds": 0.0}
         ckpt = self.healthy_checkpoint() if resume else None
         if ckpt is not None:
-            state = self._load_checkpoint(ckpt, model, optimizer, scheduler)
+            state = self._load_checkpoint(ckpt, model, optimizer, scheduler, extra)
             state["unconfirmed_checkpoint"] = None if state.get("confirmed") else state["step"]
             if acc.is_main_process:
                 # Newer checkpoints are bad ones of the abandoned trajectory: never resume from them.
@@ -356,7 +413,7 @@ class Runner:
                 state["confirmed"] = False
                 state.pop("next_loss", None)
                 state["last_checkpoint_step"] = state["step"]
-                self._save_checkpoint(model, optimizer, scheduler, state)
+                self._save_checkpoint(model, optimizer, scheduler, state, extra)
                 state["unconfirmed_checkpoint"] = state["step"]
             if kill_at and state["step"] == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -409,6 +466,38 @@ def checkpoint_is_healthy(state: dict[str, Any]) -> bool:
         return bool(state["healthy"])
     losses = state.get("losses") or []
     return bool(losses) and all(loss_is_healthy(x, losses[0]) for x in losses)
+
+
+def _extra_state_dict(name: str, obj: Any) -> Mapping[str, Any]:
+    """`obj.state_dict()`, refused with a message naming the state and the offending entry unless
+    it holds only what a weights_only load gives back."""
+    if not isinstance(name, str) or not name:
+        raise XbenchError(f"extra training state names must be non-empty strings, got {name!r}")
+    if not (callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))):
+        raise XbenchError(f"extra training state '{name}': {type(obj).__name__} has no state_dict()/load_state_dict()")
+    sd = obj.state_dict()
+    if type(sd) not in (dict, OrderedDict):
+        raise XbenchError(f"extra training state '{name}': state_dict() returned {type(sd).__name__}, expected a dict")
+
+    def check(value: Any, where: str) -> None:
+        if isinstance(value, torch.Tensor) or type(value) in _PLAIN:
+            return
+        if type(value) in (list, tuple, torch.Size):
+            for i, v in enumerate(value):
+                check(v, f"{where}[{i}]")
+            return
+        if type(value) in (dict, OrderedDict):
+            for k, v in value.items():
+                if type(k) not in (str, int, float, bool):
+                    raise XbenchError(f"extra training state '{name}': key {k!r} of {where} is a "
+                                      f"{type(k).__name__}; keys must be strings or numbers")
+                check(v, f"{where}[{k!r}]")
+            return
+        raise XbenchError(f"extra training state '{name}': {where} is a {type(value).__name__}; a checkpoint holds "
+                          "only tensors and plain values (bool, int, float, str, None, lists and dicts of them)")
+
+    check(sd, "state_dict()")
+    return sd
 
 
 def _load_tensors(path: Path) -> Any:
