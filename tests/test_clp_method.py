@@ -286,9 +286,10 @@ def test_bad_parameters_are_one_config_error(toy_root, bert_source):
     assert "steps must be at least 1, got 0" in msg and "seq_len must be at least 8, got 4" in msg
     with pytest.raises(ConfigError, match="no parameter 'nosuch'"):
         clp_method(bert_source, toy_root, nosuch="1")
-    ctx = RunContext(profile=load_profile("paper"), model=str(bert_source), data_dir=str(toy_root), params={})
-    with pytest.raises(ConfigError, match="smoke profile only"):
-        ClpMethod(ctx)
+    # The paper profile reads the target text from the mono_<lang> slots (tests/test_slots.py).
+    ctx = RunContext(profile=load_profile("paper"), model=str(bert_source), data_dir=str(toy_root), params={},
+                     langs=["de"])
+    assert ClpMethod(ctx).data_slots() == ["mono_de"]
     with pytest.raises(XbenchError, match="one encoder per target language"):
         clp_method(bert_source, toy_root).build_encoder(None)
 

@@ -144,6 +144,9 @@ def run(
     option: Annotated[Optional[list[str]], typer.Option(help="Other task option key=value (repeatable).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a profile setting, e.g. finetune.max_steps=50 or pretrain.mlm.lr=1e-3 (repeatable).")] = None,
     tasks_dir: TasksDirOption = None,
+    slot: Annotated[Optional[list[str]], typer.Option(help="Fill a data slot of the paper profile: name=path or name=hub-dataset, e.g. mono_de=de.txt (repeatable).")] = None,
+    slots: Annotated[Optional[Path], typer.Option(help="A YAML file of data slots: slot -> path, or slot -> {hub:, config:, split:, revision:}.")] = None,
+    allow_fallback: Annotated[bool, typer.Option(help="Use the shared-data substitute for a missing data slot; the rows are flagged.")] = False,
 ) -> None:
     """Build the encoder, fine-tune, evaluate, and write one result file per seed."""
     from collections.abc import Callable
@@ -166,12 +169,15 @@ def run(
 
     overrides, set_problem = _split_params(set_ or [], "--set")  # the well-formed items are still checked
     problems += [set_problem] if set_problem else []
+    slot_items, slot_problem = _split_params(slot or [], "--slot")
+    problems += [slot_problem] if slot_problem else []
     req = RunRequest(method=method, task=task, langs=_csv(langs), protocol=protocol, profile=profile, model=model,
                      seeds=parsed(_parse_seeds, seeds), output_dir=str(output_dir),
                      data_dir=str(data_dir) if data_dir else None, resume=resume, overwrite=overwrite,
                      params=parsed(_parse_params, param or [], default={}),
                      options=parsed(_task_options, question_langs, treebank, option or [], default={}),
-                     overrides=overrides)
+                     overrides=overrides, slots=slot_items, slots_file=str(slots) if slots else None,
+                     allow_fallback=allow_fallback)
     if problems:  # every problem at once: the rest of the request is still checked
         try:
             resolve(req)

@@ -48,6 +48,10 @@ class RunRequest:
     options: dict[str, Any] = field(default_factory=dict)  # task-type options: question_langs, treebank, ...
     overrides: dict[str, str] = field(default_factory=dict)  # --set finetune.max_steps=20, pretrain.mlm.lr=1e-3
     progress: bool = True
+    # Data slots (docs/protocols.md, "Data slots"): --slot name=value items, a --slots YAML file, --allow-fallback.
+    slots: dict[str, Any] = field(default_factory=dict)
+    slots_file: str | None = None
+    allow_fallback: bool = False
 
 
 @dataclass
@@ -62,6 +66,7 @@ class ResolvedRun:
     config: dict[str, Any]
     config_hash: str
     variant: str = ""  # task options that change what is evaluated ("treebank=pud"); part of the result identity
+    slots: Any = None  # xbench.data.slots.SlotSet: the filled slots, read only under a standard-data profile
 
 
 def resolve(req: RunRequest) -> ResolvedRun:
@@ -105,6 +110,10 @@ def resolve(req: RunRequest) -> ResolvedRun:
     output_problem = output_dir_problem(Path(req.output_dir))
     if output_problem:
         problems.append(output_problem)
+    from xbench.data.slots import SlotSet, parse_slots
+
+    slot_specs, slot_problems = parse_slots(req.slots, req.slots_file)
+    problems += slot_problems
     if problems:
         raise ConfigError(problems, source="xbench run")
     assert card is not None and profile is not None
@@ -118,8 +127,12 @@ def resolve(req: RunRequest) -> ResolvedRun:
         "protocol": protocol, "profile": profile, "model": model, "finetune": finetune,
         "overrides": dict(sorted(req.overrides.items())),
     }
+    # Slots read under the standard data setting only (the paper profile); the smoke profile's config and
+    # identity stay as they were when no slot option is given.
+    slots = SlotSet(slot_specs, active=profile["data_setting"] == "standard", allow_fallback=req.allow_fallback)
+    config.update(slots.config())
     return ResolvedRun(req, card, protocol, profile, model, list(seeds), finetune, config, hash_json(config),
-                       variant=options_variant(req.options))
+                       variant=options_variant(req.options), slots=slots)
 
 
 def options_variant(options: dict[str, Any]) -> str:
@@ -316,7 +329,7 @@ def run(req: RunRequest, console: Any = None) -> list[Path]:
                 written.append(path)
                 continue
             ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params,
-                             resume=req.resume, langs=list(req.langs))
+                             resume=req.resume, langs=list(req.langs), slots=rr.slots)
             method = load_object(method_info.target)(ctx)
             result = _run_seed(rr, method, seed, out_root, console)
             report = method.extra_report(result)
@@ -505,6 +518,16 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
     encoders: dict[str, Any] = {}
     selection: list[dict[str, Any]] = []
     flags: dict[str, Any] = {"transductive": set(), "eval_split": eval_split, "data_setting": data_setting}
+    from xbench.data.slots import run_slots
+
+    # The data slots the method reads are data of the run: recorded with their hash, and in the data hash
+    # (docs/protocols.md, "Data slots"); a shared-data stand-in flags the rows.
+    slot_block, fallback = run_slots(method, rr.slots)
+    for name, record in slot_block.items():
+        if name not in fallback:
+            data_prov[f"slot/{name}"] = record
+    if fallback:
+        flags["fallback"] = fallback
     started = time.time()
     for gi, group in enumerate(groups):
         enc = method.build_encoder(group.encoder_lang)
@@ -554,7 +577,8 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         "run_id": uuid.uuid4().hex,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "task": {"name": card.name, "version": card.version, "type": card.task_type, "metric": metric,
-                 "card_sha256": rr.config["task"]["card_sha256"], "data_hash": data_hash(data_prov), "data": data_prov},
+                 "card_sha256": rr.config["task"]["card_sha256"], "data_hash": data_hash(data_prov), "data": data_prov,
+                 **({"slots": slot_block} if slot_block else {})},
         "method": {"name": req.method, "kind": method.kind, "params": method.params,
                    "compared_with": method.compared_with or ("scratch" if method.kind == "transfer" else "")},
         "model": {"name": rr.model, "source_text_hash": source["hash"] if source else None,

@@ -42,7 +42,7 @@ def run_problems(rr: Any) -> list[str]:
     problems: list[str] = []
     method_cls = load_object(get_method(req.method).target)
     ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params,
-                     resume=req.resume, langs=list(req.langs))
+                     resume=req.resume, langs=list(req.langs), slots=getattr(rr, "slots", None))
     try:
         method = method_cls(ctx)  # resolves and checks the parameters; building starts only at build_encoder
     except XbenchError as exc:
@@ -50,11 +50,44 @@ def run_problems(rr: Any) -> list[str]:
     else:
         from xbench.components.pools import pool_problem
 
-        problems += [p for lang in method.pretraining_languages() if (p := pool_problem(lang, req.data_dir))]
+        slot_problems, filled = _slot_problems(rr, method)
+        problems += slot_problems
+        problems += [p for lang in method.pretraining_languages()
+                     if f"mono_{lang}" not in filled and (p := pool_problem(lang, req.data_dir))]
     if getattr(method_cls, "uses_model", True):
         problems += model_problems(rr.model, rr.request.data_dir)
     problems += data_problems(rr, method_cls.scope)
     return list(dict.fromkeys(problems))  # one bad file read for two splits is one problem
+
+
+def _slot_problems(rr: Any, method: Any) -> tuple[list[str], set[str]]:
+    """Problems with the run's data slots (docs/protocols.md, "Data slots"), and the slots the method reads
+    that are filled: a needed slot that is missing (unless --allow-fallback), a filled one that cannot be
+    read (a missing file, a hub dataset while offline), and slots given to a run that would not read them."""
+    from xbench.data.slots import missing_message, needed_slots, slot_kind, spec_problems
+
+    slots = getattr(rr, "slots", None)
+    if slots is None:
+        return [], set()
+    problems: list[str] = []
+    if slots.specs and not slots.active:
+        problems.append(f"slot(s) {', '.join(sorted(slots.specs))} given, but profile '{rr.profile['name']}' reads no "
+                        f"data slots (its data_setting is '{rr.profile['data_setting']}'; slots are read under "
+                        "'standard', e.g. --profile paper)")
+        return problems, set()
+    unread = sorted(n for n in slots.specs if slot_kind(n) == "task")
+    if unread:
+        problems.append(f"slot(s) {', '.join(unread)}: xbench does not read task-data slots yet (only mono_<lang>, "
+                        "read by clp and meta); the task's data comes from the data roots or the hub")
+    filled: set[str] = set()
+    for name in needed_slots(method, slots):
+        spec = slots.get(name)
+        if spec is not None:
+            problems += spec_problems(spec)
+            filled.add(name)
+        elif not slots.allow_fallback:
+            problems.append(missing_message(name, f"method '{rr.request.method}' under profile '{rr.profile['name']}'"))
+    return problems, filled
 
 
 def data_problems(rr: Any, method_scope: str) -> list[str]:

@@ -83,6 +83,8 @@ class RunContext:
     params: dict[str, Any]
     resume: bool = False
     langs: list[str] = field(default_factory=list)  # the run's target languages (a shared encoder may need them)
+    # The run's data slots (xbench.data.slots.SlotSet; docs/protocols.md, "Data slots"); None: no slots.
+    slots: Any = None
 
 
 @dataclass

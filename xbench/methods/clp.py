@@ -89,7 +89,9 @@ class ClpMethod(Method):
         return p
 
     def check(self, p: dict[str, Any]) -> list[str]:
-        problems = self.smoke_only_problems("mono_<lang>")
+        # Under the paper profile the target text comes from the mono_<lang> slots (data_slots), which the
+        # run's pre-flight checks (docs/protocols.md, "Data slots").
+        problems: list[str] = []
         problems += self.minimum_problems(p, {**dict.fromkeys(("steps", "helper_steps", "batch_size", "helper_layers",
                                                                "helper_dim", "helper_heads"), 1), "seq_len": 8,
                                               "helper_limit_alphabet": 0})
@@ -151,12 +153,12 @@ class ClpMethod(Method):
         from transformers import AutoTokenizer
 
         from xbench.components.lm_stages import heldout_split
-        from xbench.components.pools import build_pool
+        from xbench.components.pools import method_pool
         from xbench.components.source_models import load_pretrained
 
         src, objective = self.source()
         family = tokenizer_family(load_pretrained(AutoTokenizer, src.path))
-        pool = build_pool(lang, self.ctx.data_dir)
+        pool = method_pool(lang, self.ctx.data_dir, self.ctx.slots)
         train, heldout = heldout_split(pool.lines, self.params["heldout_share"])
         helper = self._helper(lang, objective, family, pool, train)
         self._targets[lang] = _Target(src, objective, family, pool, train, heldout, helper)
@@ -221,6 +223,10 @@ class ClpMethod(Method):
 
     def pretraining_languages(self) -> list[str]:
         return list(self.ctx.langs)  # scratch-clp inherits it: the same target pools
+
+    def data_slots(self) -> list[str]:
+        """The slots a profile that reads slots (the paper profile) fills this method's target text from."""
+        return [f"mono_{lang}" for lang in self.pretraining_languages()]
 
     def build_encoder(self, lang: str | None) -> Encoder:
         if lang is None:

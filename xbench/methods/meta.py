@@ -42,7 +42,9 @@ class MetaMethod(Method):
     }
 
     def check(self, p: dict[str, Any]) -> list[str]:
-        problems = self.smoke_only_problems("mono_en and mono_<lang>")
+        # Under the paper profile the pools come from the mono_<lang> slots (data_slots), which the run's
+        # pre-flight checks (docs/protocols.md, "Data slots").
+        problems: list[str] = []
         problems += self.minimum_problems(p, {**dict.fromkeys(("total_steps", "batch_size", "layers", "hidden", "heads",
                                                                "ffn", "vocab_size"), 1), "seq_len": 8,
                                               "limit_alphabet": 0})
@@ -59,6 +61,10 @@ class MetaMethod(Method):
 
     def pretraining_languages(self) -> list[str]:
         return self.languages()
+
+    def data_slots(self) -> list[str]:
+        """The slots a profile that reads slots (the paper profile) fills the pools from: mono_en and the targets'."""
+        return [f"mono_{lang}" for lang in self.languages()]
 
     def languages(self) -> list[str]:
         """English first, then the run's targets: the phase-2 corpus and the tokenizer's."""
@@ -93,9 +99,9 @@ class MetaMethod(Method):
     # ------------------------------------------------------------------ stages
 
     def pools(self) -> dict[str, Any]:
-        from xbench.components.pools import build_pool
+        from xbench.components.pools import method_pool
 
-        return {lang: build_pool(lang, self.ctx.data_dir) for lang in self.languages()}
+        return {lang: method_pool(lang, self.ctx.data_dir, self.ctx.slots) for lang in self.languages()}
 
     def _tokenizer(self, pools: dict[str, Any]) -> Path:
         """Stage 1 (docs/methods/meta.md, "Stages"): one WordPiece vocabulary over every pool, before phase 1

@@ -160,6 +160,8 @@ def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[
             row.flags.add("shared-data")
         if flags.get("xbench_reconstruction"):
             row.flags.add("xbench reconstruction")
+        for slot in flags.get("fallback", []):  # a shared-data stand-in for a data slot (docs/protocols.md)
+            row.flags.add(f"fallback: {slot}")
         row.task_version = r["task"]["version"]
         row.data_hashes.add(r["task"].get("data_hash", ""))
         git = r["environment"].get("git") or {}
