@@ -128,7 +128,7 @@ def test_old_result_files_load_upgraded(tmp_path):
     del data["method"]["kind"]
     path.write_text(json.dumps(data))
     r = load_result(path)
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert r["scores"]["average_units"] == {"xlt": ["de", "zh"], "card": ["de", "zh"]}
     assert r["scores"]["averages"]["card"] == pytest.approx(0.5)
     assert r["run"]["variant"] == "" and r["run"]["eval_split"] == "test"  # from flags.eval_split

@@ -295,7 +295,7 @@ def test_method_parameter_problems_are_collected(tmp_path: Path) -> None:
     assert "--param budget_tokens=abc: expected an integer, got 'abc'" in msg
     assert "--param pretrain_seed=1.5: expected an integer" in msg and "no parameter 'nosuch'" in msg
     ctx.params = {"budget_tokens": "-5"}
-    with pytest.raises(ConfigError, match="budget_tokens must be >= 0"):
+    with pytest.raises(ConfigError, match="budget_tokens must be at least 0"):
         ScratchMethod(ctx)
     ctx.params = {"budget_tokens": "1e6"}
     assert ScratchMethod(ctx).budget() == 1_000_000

@@ -528,6 +528,10 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
             data_prov[f"slot/{name}"] = record
     if fallback:
         flags["fallback"] = fallback
+    # What the method changes in the shared fine-tuning (docs/methods/README.md, "Shaping fine-tuning"):
+    # recorded in the result and flagged on the leaderboard, since the row is not fine-tuned like its baseline.
+    hooks = method.finetune_hooks(task_type)
+    finetune_changes = hooks.changes() if hooks is not None else []
     started = time.time()
     for gi, group in enumerate(groups):
         enc = method.build_encoder(group.encoder_lang)
@@ -542,7 +546,8 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         _say(console, f"[bold]seed {seed}[/bold] · encoder {enc.key[:24]} · fine-tune on {group.train_lang}/{train_split}"
                       f" · eval {','.join(group.eval_langs)}/{eval_split}")
         tuned = _finetune(rr, task_type, enc, group, train_split, select_split, seed,
-                          _workdir(out_root, rr, req.method, seed) / f"group-{gi}", data_prov)
+                          _workdir(out_root, rr, req.method, seed) / f"group-{gi}", data_prov,
+                          hooks=hooks if finetune_changes else None)
         model, tokenizer = tuned.model, tuned.tokenizer
         if tuned.cached:
             _say(console, f"[dim]fine-tuned model reused from the cache ({tuned.record['cache_entry']})[/dim]")
@@ -580,7 +585,8 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
                  "card_sha256": rr.config["task"]["card_sha256"], "data_hash": data_hash(data_prov), "data": data_prov,
                  **({"slots": slot_block} if slot_block else {})},
         "method": {"name": req.method, "kind": method.kind, "params": method.params,
-                   "compared_with": method.compared_with or ("scratch" if method.kind == "transfer" else "")},
+                   "compared_with": method.compared_with or ("scratch" if method.kind == "transfer" else ""),
+                   "finetune_changes": finetune_changes},
         "model": {"name": rr.model, "source_text_hash": source["hash"] if source else None,
                   "encoders": list(encoders.values()),
                   "parameters": compute["finetune"][0]["params"] if compute["finetune"] else {}},
@@ -620,7 +626,8 @@ class FineTuned:
 
 
 def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, train_split: str,
-              select_split: str | None, seed: int, workdir: Path, data_prov: dict[str, Any]) -> FineTuned:
+              select_split: str | None, seed: int, workdir: Path, data_prov: dict[str, Any],
+              hooks: Any = None) -> FineTuned:
     """Fine-tune `enc` on the group's training data, with model selection where the protocol has it.
 
     With the profile's `cache_finetuned` (default on) the fine-tuned weights are a cache entry keyed
@@ -628,6 +635,10 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
     the training (and selection) data hashes, the fine-tuning settings and the seed. MLQA, XQuAD and
     TyDiQA all fine-tune on the same English data in the same way, so a method's QA runs share one
     fine-tuning per seed, and an interrupted fine-tuning resumes from the entry's checkpoints.
+
+    `hooks` (xbench.methods.base.FinetuneHooks, or None for the plain fine-tuning every baseline
+    gets) is what the method changes: the model built, an extra loss, the training examples; what
+    it changed is part of the cache key, and the loss parts are recorded.
     """
     import torch
     from transformers import AutoTokenizer
@@ -639,7 +650,8 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
     tokenizer = load_pretrained(AutoTokenizer, enc.path)
     train = task_type.load(group.train_lang, train_split, req.data_dir, for_eval=False)
     data_prov[f"{group.train_lang}/{train_split}"] = train.provenance.to_dict()
-    feats = task_type.featurize(train, tokenizer, train=True)
+    fit_split = _transformed(train, hooks, seed) if hooks is not None and hooks.train_transform else train
+    feats = task_type.featurize(fit_split, tokenizer, train=True)
     sel = sel_feats = None
     if select_split is not None:
         sel_lang = _select_lang(proto.select["lang"], group)
@@ -659,7 +671,8 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
                         if k != "n"}
 
         torch.manual_seed(seed)  # the head's initialisation depends on the seed, nothing else does
-        model = task_type.build_model(enc.path)
+        model = _build_model(task_type, enc.path, hooks)
+        loss_fn, parts = (task_type.loss, None) if hooks is None else _hooked_loss(task_type.loss, hooks)
         plan = FeaturePlan(feats, seed=seed, batch_size=ft.get("batch_size"), batch_tokens=ft.get("batch_tokens"),
                            pad_values=task_type.pad_values(tokenizer))
         args = TrainArgs(lr=float(ft["lr"]), max_steps=ft.get("max_steps"), epochs=ft.get("epochs"),
@@ -668,8 +681,10 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
                          seed=seed, eval_every=ft.get("eval_every"),
                          checkpoint_every=ft.get("checkpoint_every", ft.get("eval_every")), progress=req.progress)
         fit = Runner(args, out_dir, name=f"fine-tune {group.train_lang} seed {seed}").fit(
-            model, plan, task_type.loss, evaluate=evaluate, select_metric=rr.card.metric if evaluate else None,
+            model, plan, loss_fn, evaluate=evaluate, select_metric=rr.card.metric if evaluate else None,
             resume=resume)
+        if parts is not None:  # mean of each named loss over the micro-batches this process trained on
+            fit.record.extra["loss_parts"] = {k: total / n for k, (total, n) in parts.items()}
         return model, fit
 
     if not rr.profile.get("cache_finetuned", True):
@@ -682,6 +697,8 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
            **task_type.training_fingerprint(with_selection=sel is not None), "train": train.provenance.hash,
            "select": sel.provenance.hash if sel is not None else None, "finetune": rr.finetune, "seed": seed,
            "select_metric": rr.card.metric if sel is not None else None}
+    if hooks is not None:  # only then: a plain fine-tuning keeps the key (and the entry) it always had
+        key["method_changes"] = hooks.cache_key()
 
     def build(out: Path, work: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
@@ -701,11 +718,53 @@ def _finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, trai
     from safetensors.torch import load_file
 
     torch.manual_seed(seed)
-    model = task_type.build_model(enc.path)
+    model = _build_model(task_type, enc.path, hooks)
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     model.eval()
     return FineTuned(model, tokenizer, {**manifest["record"], "cache_entry": path.name, "reused": cached},
                      manifest["best"], cached)
+
+
+def _build_model(task_type: Any, encoder_path: str, hooks: Any) -> Any:
+    """The model fine-tuning trains: the method's head where it supplies one, else the task type's."""
+    if hooks is not None and hooks.head is not None:
+        return hooks.head(encoder_path, task_type)
+    return task_type.build_model(encoder_path)
+
+
+def _hooked_loss(task_loss: Any, hooks: Any) -> tuple[Any, dict[str, list[float]]]:
+    """The task loss plus the method's extra loss terms, and the running (sum, count) of each named part."""
+    parts: dict[str, list[float]] = {}
+
+    def loss(model: Any, batch: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        out = dict(task_loss(model, batch, ctx))
+        if hooks.extra_loss is not None:
+            extra = hooks.extra_loss(model, batch, ctx)
+            clash = sorted(set(extra) & set(out))
+            if clash:
+                raise XbenchError(f"the method's extra fine-tuning loss '{hooks.extra_loss_name}' names its term(s) "
+                                  f"{', '.join(clash)} like the task loss; give them other names")
+            out.update(extra)
+        for name, value in out.items():
+            acc = parts.setdefault(name, [0.0, 0])
+            acc[0] += float(value.detach())
+            acc[1] += 1
+        return out
+
+    return loss, parts
+
+
+def _transformed(train: Any, hooks: Any, seed: int) -> Any:
+    """The training split with the method's transform applied; its provenance names the transform, so
+    the features of the transformed examples get their own feature-cache entry."""
+    import dataclasses
+
+    examples = hooks.train_transform(list(train.examples), seed)
+    selection = {**(train.provenance.selection or {}),
+                 "method_transform": {"name": hooks.train_transform_name, "seed": seed,
+                                      "fingerprint": hooks.fingerprint}}
+    return dataclasses.replace(train, examples=list(examples),
+                               provenance=dataclasses.replace(train.provenance, selection=selection))
 
 
 def _say(console: Any, msg: str) -> None:

@@ -1,15 +1,21 @@
 """The method interface: a recipe of stages that produces an encoder for a target language.
 
 Fine-tuning and evaluation are shared (xbench.pipeline), so every method is compared under the
-same protocol. A method only decides how its encoder is built, and returns the compute of every
-stage it ran, so the leaderboard can show score beside cost.
+same protocol. A method decides how its encoder is built, and returns the compute of every
+stage it ran, so the leaderboard can show score beside cost. A method whose paper changes
+fine-tuning itself (a QA head, an extra loss, code-switched training data) says so through
+:meth:`Method.finetune_hooks`; the result records it and the leaderboard flags the row
+(docs/methods/README.md, "Shaping fine-tuning").
+
+Parameters are declared as typed :class:`Param` fields (docs/methods/README.md, "Parameters").
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from xbench.errors import ConfigError
 
@@ -73,6 +79,116 @@ def _number(value: Any, text: str | None) -> float | None:
     return number if math.isfinite(number) else None
 
 
+_SAMPLE = {bool: False, int: 0, float: 0.0, str: ""}
+_NONE = ("none", "null")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One typed method parameter: its default, type, and the values it may take.
+
+    `type` is bool, int, float or str (by default the default's type); `optional` lets "none" or
+    "null" (or None) stand for None; `low`/`high` bound a number (inclusive unless
+    `low_open`/`high_open`); `choices` lists the allowed values; `hint` says what a special value
+    means ("0 = the profile's budget") and is added to the range message.
+    """
+
+    default: Any
+    type: type | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] | None = None
+    optional: bool = False
+    hint: str = ""
+
+    @property
+    def kind(self) -> type:
+        kind = self.type or type(self.default)
+        if kind not in _SAMPLE:
+            raise TypeError(f"a method parameter is bool, int, float or str, not {kind.__name__}")
+        return kind
+
+    def parse(self, value: Any) -> Any:
+        """`value` (a --param string, or already typed) as this parameter's type; ValueError naming
+        the expected type otherwise."""
+        if self.optional and (value is None or (isinstance(value, str) and value.strip().lower() in _NONE)):
+            return None
+        return parse_param(value, _SAMPLE[self.kind])
+
+    def problem(self, key: str, value: Any) -> str | None:
+        """Why a well-typed `value` is out of range (None when it is not)."""
+        if value is None:
+            return None
+        if self.choices is not None and value not in self.choices:
+            return f"{key} must be one of {', '.join(map(str, self.choices))}, got '{value}'"
+        low_bad = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        high_bad = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if not (low_bad or high_bad):
+            return None
+        hint = f" ({self.hint})" if self.hint else ""
+        if self.low is not None and self.high is not None:
+            if self.low_open and self.high_open:
+                where = f"lie strictly between {_num(self.low)} and {_num(self.high)}"
+            else:
+                where = (f"lie in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}"
+                         f"{')' if self.high_open else ']'}")
+        elif self.low is not None:
+            where = f"be {'greater than' if self.low_open else 'at least'} {_num(self.low)}"
+        else:
+            assert self.high is not None
+            where = f"be {'less than' if self.high_open else 'at most'} {_num(self.high)}"
+        return f"{key} must {where}{hint}, got {value}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+@dataclass
+class FinetuneHooks:
+    """What a method changes in the shared fine-tuning (docs/methods/README.md, "Shaping fine-tuning").
+
+    Each hook is optional and comes with a short name, which the result records under
+    `method.finetune_changes` and the leaderboard shows as a row flag:
+
+    - `head(encoder_path, task_type)` builds the model fine-tuning trains, instead of the task
+      type's `build_model` (e.g. a `[QUE]` QA head); its outputs must be what the task type's loss
+      and predict read;
+    - `extra_loss(model, batch, ctx)` returns named loss tensors added to the task loss (e.g. a
+      consistency loss), with the runner's per-step context (its seeded generator);
+    - `train_transform(examples, seed)` returns the training examples to featurise instead of
+      the loaded ones (e.g. sentence-level code-switching), seeded by the fine-tuning seed.
+
+    `fingerprint` holds whatever else decides what the hooks do (their parameters, a code
+    version); with the names it is part of the fine-tuned model's cache key.
+    """
+
+    head: Callable[[str, Any], Any] | None = None
+    head_name: str = ""
+    extra_loss: Callable[[Any, dict[str, Any], Any], dict[str, Any]] | None = None
+    extra_loss_name: str = ""
+    train_transform: Callable[[list[Any], int], list[Any]] | None = None
+    train_transform_name: str = ""
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def changes(self) -> list[str]:
+        """The short descriptions recorded in the result, in a fixed order."""
+        out = []
+        for label, hook, name in (("head", self.head, self.head_name),
+                                  ("extra loss", self.extra_loss, self.extra_loss_name),
+                                  ("train transform", self.train_transform, self.train_transform_name)):
+            if hook is not None:
+                if not name:
+                    raise TypeError(f"a method's fine-tuning {label} needs a name (FinetuneHooks.{label.replace(' ', '_')}_name)")
+                out.append(f"{label}: {name}")
+        return out
+
+    def cache_key(self) -> dict[str, Any]:
+        return {"changes": self.changes(), "fingerprint": self.fingerprint}
+
+
 @dataclass
 class RunContext:
     """What a method may know about the run; nothing task-specific."""
@@ -107,18 +223,32 @@ class Method:
     # The baseline whose row this method's gain is measured against: the matched scratch run
     # (docs/methods/baselines.md).
     compared_with: str = ""
-    defaults: dict[str, Any] = {}
+    # The method's parameters, typed, in the order they are resolved (and hashed into cache keys).
+    parameters: ClassVar[dict[str, Param]] = {}
+    # {name: default}, derived from `parameters`; a method may instead declare only `defaults`, whose
+    # values then give the types (bool, int, float, str; None takes any value).
+    defaults: ClassVar[dict[str, Any]] = {}
     # Whether the encoder is built from the run's --model (its architecture, tokenizer or weights):
     # the pre-flight checks a local model folder only for methods that will read it.
     uses_model: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "parameters" in cls.__dict__:
+            for key, param in cls.parameters.items():
+                param.kind  # noqa: B018 -- a parameter of another type is a programming error, raised at import
+                if param.problem(key, param.default):
+                    raise TypeError(f"method '{cls.name}': the default of {key} is out of its own range")
+            cls.defaults = {key: param.default for key, param in cls.parameters.items()}
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.params = self.resolve_params(ctx.params)
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Defaults, overridden by --param key=value, then :meth:`check`ed; every problem (unknown keys,
-        values of the wrong type, values out of range) is reported together in one ConfigError."""
+        """Defaults, overridden by --param key=value (parsed by type, ranges checked), then :meth:`check`ed;
+        every problem (unknown keys, values of the wrong type, values out of range) is reported
+        together in one ConfigError."""
         problems: list[str] = []
         unknown = sorted(set(given) - set(self.defaults))
         valid = ", ".join(sorted(self.defaults)) or "none"
@@ -127,11 +257,16 @@ class Method:
         for key, value in given.items():
             if key in unknown:
                 continue
+            spec = self.parameters.get(key)
             try:
-                params[key] = parse_param(value, self.defaults[key])
+                params[key] = spec.parse(value) if spec is not None else parse_param(value, self.defaults[key])
             except ValueError as exc:
                 # The default stays, so that check() can still look at the other parameters.
                 problems.append(f"--param {key}={value}: {exc}")
+                continue
+            problem = spec.problem(key, params[key]) if spec is not None else None
+            if problem:
+                problems.append(problem)
         problems += self.check(params)
         if problems:
             raise ConfigError(problems, source=f"method {self.name}")
@@ -153,12 +288,14 @@ class Method:
         return [f"method '{self.name}' implements the smoke profile only; the paper profile needs the data "
                 f"slot(s) {slots} (docs/protocols.md, 'Data slots'), which xbench does not read yet"]
 
-    @staticmethod
-    def minimum_problems(params: dict[str, Any], minimums: dict[str, int]) -> list[str]:
-        return [f"{key} must be at least {low}, got {params[key]}" for key, low in minimums.items() if params[key] < low]
-
     def build_encoder(self, lang: str | None) -> Encoder:
         raise NotImplementedError
+
+    def finetune_hooks(self, task_type: Any) -> FinetuneHooks | None:
+        """What this method changes in the shared fine-tuning of `task_type` (a head, an extra loss,
+        a transform of the training examples); None, the default, fine-tunes exactly like every
+        baseline (docs/methods/README.md, "Shaping fine-tuning")."""
+        return None
 
     def extra_report(self, result: dict[str, Any]) -> dict[str, Any] | None:
         """Method-specific quantities derived from a finished result (stored under `report`)."""

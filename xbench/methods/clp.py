@@ -25,7 +25,7 @@ from typing import Any
 
 from xbench import cache
 from xbench.errors import ConfigError, XbenchError
-from xbench.methods.base import Encoder, Method
+from xbench.methods.base import Encoder, Method, Param
 from xbench.results.transductive import pool_entries
 
 CODE_VERSION = 2  # 2: stage records carry the loss trend
@@ -65,17 +65,22 @@ class ClpMethod(Method):
     kind = "transfer"
     scope = "per-language"
     compared_with = "scratch-clp"
-    defaults: dict[str, Any] = {
+    parameters = {
         # continued pretraining (the transfer stage); smoke values, docs/methods/clp.md, "Defaults"
-        "steps": 300, "budget_tokens": 0, "lr": 5e-4, "warmup_steps": 20, "weight_decay": 0.01,
-        "batch_size": 16, "seq_len": 64, "eval_steps": "0,25,50,100,200,300", "heldout_share": 0.05,
+        "steps": Param(300, low=1), "budget_tokens": Param(0, low=0, hint="0 = steps x batch_size x seq_len"),
+        "lr": Param(5e-4, low=0, low_open=True), "warmup_steps": Param(20, low=0), "weight_decay": Param(0.01, low=0),
+        "batch_size": Param(16, low=1), "seq_len": Param(64, low=8), "eval_steps": Param("0,25,50,100,200,300"),
+        "heldout_share": Param(0.05, low=0, high=1, low_open=True, high_open=True),
         # helper: same optimiser settings and batch as the transfer stage (xbench default)
-        "helper_layers": 1, "helper_dim": 32, "helper_heads": 2, "helper_vocab": 2000, "helper_steps": 300,
+        "helper_layers": Param(1, low=1), "helper_dim": Param(32, low=1), "helper_heads": Param(2, low=1),
+        "helper_vocab": Param(2000, low=1), "helper_steps": Param(300, low=1),
         # WordPiece helpers keep at most this many distinct characters (0: all); the rest become [UNK]
-        "helper_limit_alphabet": 1000,
+        "helper_limit_alphabet": Param(1000, low=0),
         # initialisation, docs/methods/clp.md, "Initialisation"
-        "init_output": "clp", "on_small_denominator": "warn", "control_init": "model_init",
-        "pretrain_seed": 0,
+        "init_output": Param("clp", choices=("clp", "copy_input")),
+        "on_small_denominator": Param("warn", choices=("warn", "fallback_mean")),
+        "control_init": Param("model_init", choices=("model_init", "source_stats")),
+        "pretrain_seed": Param(0, low=0),
     }
 
     def __init__(self, ctx: Any) -> None:
@@ -92,19 +97,8 @@ class ClpMethod(Method):
         # Under the paper profile the target text comes from the mono_<lang> slots (data_slots), which the
         # run's pre-flight checks (docs/protocols.md, "Data slots").
         problems: list[str] = []
-        problems += self.minimum_problems(p, {**dict.fromkeys(("steps", "helper_steps", "batch_size", "helper_layers",
-                                                               "helper_dim", "helper_heads"), 1), "seq_len": 8,
-                                              "helper_limit_alphabet": 0})
         if p["helper_heads"] >= 1 and p["helper_dim"] % p["helper_heads"]:
             problems.append(f"helper_dim ({p['helper_dim']}) must be a multiple of helper_heads ({p['helper_heads']})")
-        if not 0 < p["heldout_share"] < 1:
-            problems.append(f"heldout_share must lie strictly between 0 and 1, got {p['heldout_share']}")
-        if p["budget_tokens"] < 0:
-            problems.append(f"budget_tokens must be >= 0 (0 = steps x batch_size x seq_len), got {p['budget_tokens']}")
-        for key, valid in (("init_output", ("clp", "copy_input")), ("on_small_denominator", ("warn", "fallback_mean")),
-                           ("control_init", ("model_init", "source_stats"))):
-            if p[key] not in valid:
-                problems.append(f"{key} must be one of {', '.join(valid)}, got '{p[key]}'")
         try:
             steps = [int(s) for s in str(p["eval_steps"]).split(",") if s.strip()]
         except ValueError:

@@ -19,7 +19,7 @@ from typing import Any
 
 from xbench import cache
 from xbench.errors import XbenchError
-from xbench.methods.base import Encoder, Method
+from xbench.methods.base import Encoder, Method, Param
 from xbench.results.transductive import pool_entries
 
 CODE_VERSION = 2  # 2: stage records carry the loss trend
@@ -33,27 +33,25 @@ class MetaMethod(Method):
     compared_with = "meta-single"
     variant = "meta"
     uses_model = False  # its own tokenizer and architecture (the params), trained from scratch
-    defaults: dict[str, Any] = {
+    parameters = {
         # the smoke profile's values (docs/methods/meta.md, "Defaults")
-        "total_steps": 600, "phase1_share": 0.5, "phase1_lang": SOURCE_LANG, "alpha": 0.5, "vocab_size": 4000,
-        "limit_alphabet": 1000,  # distinct characters kept in the shared vocabulary (0: all); the rest are [UNK]
-        "layers": 2, "hidden": 64, "heads": 2, "ffn": 128, "max_positions": 512,
-        "lr": 5e-4, "warmup_steps": 30, "weight_decay": 0.01, "batch_size": 16, "seq_len": 64, "pretrain_seed": 0,
+        "total_steps": Param(600, low=1), "phase1_share": Param(0.5, low=0, high=1, high_open=True,
+                                                               hint="phase 2 needs steps"),
+        "phase1_lang": Param(SOURCE_LANG), "alpha": Param(0.5, low=0), "vocab_size": Param(4000, low=1),
+        # distinct characters kept in the shared vocabulary (0: all); the rest are [UNK]
+        "limit_alphabet": Param(1000, low=0),
+        "layers": Param(2, low=1), "hidden": Param(64, low=1), "heads": Param(2, low=1), "ffn": Param(128, low=1),
+        "max_positions": Param(512, low=1),
+        "lr": Param(5e-4, low=0, low_open=True), "warmup_steps": Param(30, low=0), "weight_decay": Param(0.01, low=0),
+        "batch_size": Param(16, low=1), "seq_len": Param(64, low=8), "pretrain_seed": Param(0, low=0),
     }
 
     def check(self, p: dict[str, Any]) -> list[str]:
         # Under the paper profile the pools come from the mono_<lang> slots (data_slots), which the run's
         # pre-flight checks (docs/protocols.md, "Data slots").
         problems: list[str] = []
-        problems += self.minimum_problems(p, {**dict.fromkeys(("total_steps", "batch_size", "layers", "hidden", "heads",
-                                                               "ffn", "vocab_size"), 1), "seq_len": 8,
-                                              "limit_alphabet": 0})
         if p["heads"] >= 1 and p["hidden"] % p["heads"]:
             problems.append(f"hidden ({p['hidden']}) must be a multiple of heads ({p['heads']})")
-        if not 0 <= p["phase1_share"] < 1:
-            problems.append(f"phase1_share must lie in [0, 1) (phase 2 needs steps), got {p['phase1_share']}")
-        if p["alpha"] < 0:
-            problems.append(f"alpha must be >= 0, got {p['alpha']}")
         if p["phase1_lang"] not in self.languages():
             problems.append(f"phase1_lang '{p['phase1_lang']}' is neither the source language nor a target of the run "
                             f"({', '.join(self.languages())})")

@@ -11,7 +11,7 @@ from typing import Any
 
 from xbench import cache
 from xbench.components.source_models import resolve_source_model
-from xbench.methods.base import Encoder, Method
+from xbench.methods.base import Encoder, Method, Param
 from xbench.results.transductive import pool_entries
 
 CODE_VERSION = 1
@@ -21,12 +21,10 @@ class ScratchMethod(Method):
     name = "scratch"
     kind = "baseline"
     scope = "per-language"
-    defaults: dict[str, Any] = {"budget_tokens": 0, "pretrain_seed": 0, "matches": ""}
-
-    def check(self, params: dict[str, Any]) -> list[str]:
-        if params["budget_tokens"] < 0:
-            return [f"budget_tokens must be >= 0 (0 = the profile's pretraining budget), got {params['budget_tokens']}"]
-        return []
+    parameters = {"budget_tokens": Param(0, low=0, hint="0 = the profile's pretraining budget"),
+                  "pretrain_seed": Param(0, low=0),
+                  # the key of the run whose tokens the budget matches: recorded in the cache key only
+                  "matches": Param("")}
 
     def pretrain_args(self) -> dict[str, Any]:
         return dict(self.ctx.profile["pretrain"]["mlm"])

@@ -10,7 +10,7 @@ class SourceMethod(Method):
     name = "source"
     kind = "baseline"
     scope = "shared"
-    defaults = {}
+    parameters: dict = {}  # none: the source model as it is
 
     def build_encoder(self, lang: str | None) -> Encoder:
         src = resolve_source_model(self.ctx.model, self.ctx.data_dir)

@@ -162,6 +162,8 @@ def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[
             row.flags.add("xbench reconstruction")
         for slot in flags.get("fallback", []):  # a shared-data stand-in for a data slot (docs/protocols.md)
             row.flags.add(f"fallback: {slot}")
+        if r["method"].get("finetune_changes"):  # not fine-tuned like its baseline (docs/methods/README.md)
+            row.flags.add("fine-tuning changed by the method: " + ", ".join(r["method"]["finetune_changes"]))
         row.task_version = r["task"]["version"]
         row.data_hashes.add(r["task"].get("data_hash", ""))
         git = r["environment"].get("git") or {}

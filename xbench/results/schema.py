@@ -17,6 +17,10 @@ reading every older version, MTEB style):
      task and language was in pretraining text) and only name the task evaluated; flags.warnings
      (strings) and run.eval_split are always present. Older files are upgraded on load
      (`upgrade`): excludes are inferred from averaged_over, and the averages recomputed.
+  4: method.finetune_changes: what the method changed in the shared fine-tuning, as short strings
+     ("head: <name>", "extra loss: <name>", "train transform: <name>"; docs/methods/README.md,
+     "Shaping fine-tuning"), [] when it fine-tuned like every baseline; the leaderboard flags rows
+     that have any. Older files read as [] (no method could change fine-tuning before).
 The full field reference is in README.md ("Result files").
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 from xbench.errors import DataFormatError, XbenchError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 REQUIRED = ("schema_version", "task", "method", "model", "run", "scores", "compute", "config_hash", "environment")
 
 
@@ -136,6 +140,7 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     method.setdefault("kind", "transfer")
     # Version 1 predates compared_with: a transfer method was compared with plain scratch.
     method.setdefault("compared_with", "scratch" if method["kind"] == "transfer" else "")
+    method.setdefault("finetune_changes", [])
     run.setdefault("variant", "")
     run.setdefault("eval_split", flags.get("eval_split"))
     flags.setdefault("transductive", [])

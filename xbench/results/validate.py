@@ -62,6 +62,7 @@ _FIELDS: list[tuple[str, Callable[[Any], bool], str, bool]] = [
     ("method.name", is_str, "a string", True),
     ("method.kind", lambda v: v in ("transfer", "baseline"), "'transfer' or 'baseline'", False),
     ("method.compared_with", is_str, "a string", False),
+    ("method.finetune_changes", is_str_list, "a list of strings", False),
     ("model", lambda v: isinstance(v, dict), "an object", True),
     ("model.name", is_str, "a string", True),
     ("run", lambda v: isinstance(v, dict), "an object", True),

@@ -1,0 +1,112 @@
+"""Typed method parameters (docs/methods/README.md, "Parameters").
+
+The resolved default parameters are hashed into every encoder's cache key, so the pins below are
+written out by hand: a change of a name, a value, a type or the order would silently rebuild (or
+mis-key) every cached encoder, and must show up here first.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from xbench.atomic import hash_json
+from xbench.errors import ConfigError
+from xbench.methods.base import Method, Param, RunContext
+from xbench.profiles import load_profile
+from xbench.registry import METHODS, load_object
+
+CLP = {"steps": 300, "budget_tokens": 0, "lr": 0.0005, "warmup_steps": 20, "weight_decay": 0.01, "batch_size": 16,
+       "seq_len": 64, "eval_steps": "0,25,50,100,200,300", "heldout_share": 0.05, "helper_layers": 1, "helper_dim": 32,
+       "helper_heads": 2, "helper_vocab": 2000, "helper_steps": 300, "helper_limit_alphabet": 1000,
+       "init_output": "clp", "on_small_denominator": "warn", "control_init": "model_init", "pretrain_seed": 0}
+META = {"total_steps": 600, "phase1_share": 0.5, "phase1_lang": "en", "alpha": 0.5, "vocab_size": 4000,
+        "limit_alphabet": 1000, "layers": 2, "hidden": 64, "heads": 2, "ffn": 128, "max_positions": 512, "lr": 0.0005,
+        "warmup_steps": 30, "weight_decay": 0.01, "batch_size": 16, "seq_len": 64, "pretrain_seed": 0}
+EXPECTED: dict[str, dict[str, Any]] = {
+    "clp": CLP, "scratch-clp": CLP, "meta": META, "meta-single": META,
+    "scratch": {"budget_tokens": 0, "pretrain_seed": 0, "matches": ""}, "source": {},
+}
+# hash_json of the resolved defaults before parameters were typed (the encoders' cache keys hold them).
+HASHES = {"clp": "d41b283ff1003301", "scratch-clp": "d41b283ff1003301", "meta": "5417bbe49d42a3c8",
+          "meta-single": "5417bbe49d42a3c8", "scratch": "da32e0e86346cde1", "source": "44136fa355b3678a"}
+
+
+def _ctx(**params: Any) -> RunContext:
+    return RunContext(profile=load_profile("smoke"), model="xbench/tiny-en-bert", data_dir=None, params=params,
+                      langs=["de"])
+
+
+def _method(name: str, **params: Any) -> Method:
+    return load_object(METHODS[name].target)(_ctx(**params))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_default_parameters_are_pinned(name: str) -> None:
+    got = _method(name).params
+    want = EXPECTED[name]
+    assert list(got.items()) == list(want.items())  # names, values and order
+    assert [type(v) for v in got.values()] == [type(v) for v in want.values()]  # 0.0005 is a float, 0 an int
+    assert hash_json(got)[:16] == HASHES[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_parameter_is_declared_typed(name: str) -> None:
+    cls = load_object(METHODS[name].target)
+    assert list(cls.parameters) == list(EXPECTED[name])
+    assert all(isinstance(p, Param) for p in cls.parameters.values())
+
+
+def test_values_are_parsed_by_the_declared_type() -> None:
+    p = _method("clp", lr="1e-3", steps="1e3", heldout_share="0.1", init_output="copy_input").params
+    assert p["lr"] == 0.001 and type(p["lr"]) is float
+    assert p["steps"] == 1000 and type(p["steps"]) is int
+    assert p["init_output"] == "copy_input"
+    flag = Param(True)
+    assert flag.parse("false") is False and flag.parse("On") is True
+    maybe = Param(None, type=int, optional=True, low=0)
+    assert maybe.parse("none") is None and maybe.parse("7") == 7 and maybe.problem("k", None) is None
+    with pytest.raises(ValueError, match="expected an integer"):
+        maybe.parse("seven")
+    assert Param(1.0, type=float).parse("2") == 2.0 and type(Param(1.0).parse("2")) is float
+
+
+def test_every_problem_is_reported_together() -> None:
+    with pytest.raises(ConfigError) as exc:
+        _method("clp", steps="0", lr="0", heldout_share="1", init_output="nope", seq_len="x", helper_dim="33",
+                nosuch="1")
+    problems = exc.value.problems
+    assert "steps must be at least 1, got 0" in problems
+    assert "lr must be greater than 0, got 0.0" in problems
+    assert "heldout_share must lie strictly between 0 and 1, got 1.0" in problems
+    assert "init_output must be one of clp, copy_input, got 'nope'" in problems
+    assert any(p.startswith("--param seq_len=x: expected an integer") for p in problems)
+    assert "helper_dim (33) must be a multiple of helper_heads (2)" in problems  # check() still ran
+    assert any("no parameter 'nosuch'" in p for p in problems)
+    assert len(problems) == 7
+    with pytest.raises(ConfigError) as exc:
+        _method("meta", phase1_share="1", alpha="-0.5")
+    assert exc.value.problems == ["phase1_share must lie in [0, 1) (phase 2 needs steps), got 1.0",
+                                  "alpha must be at least 0, got -0.5"]
+    with pytest.raises(ConfigError, match=r"budget_tokens must be at least 0 \(0 = the profile's pretraining budget\), got -1"):
+        _method("scratch", budget_tokens="-1")
+
+
+def test_a_method_with_only_defaults_still_parses_by_the_default_type() -> None:
+    class Legacy(Method):
+        name = "legacy"
+        defaults = {"flag": True, "n": 3, "anything": None}
+
+    m = Legacy(_ctx(flag="false", n="4", anything="x"))
+    assert m.params == {"flag": False, "n": 4, "anything": "x"}
+
+
+def test_a_default_out_of_its_own_range_is_refused_at_definition() -> None:
+    with pytest.raises(TypeError, match="out of its own range"):
+        class Bad(Method):  # noqa: F841
+            name = "bad"
+            parameters = {"steps": Param(0, low=1)}
+    with pytest.raises(TypeError, match="bool, int, float or str"):
+        class Worse(Method):  # noqa: F841
+            name = "worse"
+            parameters = {"steps": Param([1])}
