@@ -2,9 +2,9 @@
 user files through `--slot` / `--slots`, record each slot's provenance and hash, stop in the pre-flight
 when a slot is missing, and use the shared-data fallback only with `--allow-fallback`.
 
-The runs use a toy data root (XNLI in-language: its paper-profile data, the dev-train part, is local),
-a tiny local BERT and budgets of a few steps, so that each finishes in seconds on a CPU. The paper
-profile's zero-shot XNLI would fine-tune on MultiNLI from the hub, which an offline test cannot read.
+The runs use a toy data root, a tiny local BERT and budgets of a few steps, so that each finishes in
+seconds on a CPU. XNLI zero-shot under the paper profile fine-tunes on MultiNLI: here the `mnli_train` slot,
+a small TSV; the in-language protocol reads only the data root (its dev-train part).
 """
 from __future__ import annotations
 
@@ -54,13 +54,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     rng = random.Random(7)
     (base / "de.txt").write_text("".join(_de(_sentence(rng)) + "\n" for _ in range(300)), encoding="utf-8")
     (base / "en.txt").write_text("".join(" ".join(_sentence(rng)) + ".\n" for _ in range(300)), encoding="utf-8")
-    return {"data": root, "bert": make_source(base / "bert", "bert"), "de": base / "de.txt", "en": base / "en.txt"}
+    (base / "mnli.tsv").write_text("".join(f"{' '.join(_sentence(rng))}.\t{' '.join(_sentence(rng))}.\t{LABELS[i % 3]}\n"
+                                           for i in range(200)), encoding="utf-8")
+    return {"data": root, "bert": make_source(base / "bert", "bert"), "de": base / "de.txt", "en": base / "en.txt",
+            "mnli": base / "mnli.tsv"}
 
 
-def _run(world: dict[str, Path], out: Path, method: str, *extra: str) -> dict:
+def _run(world: dict[str, Path], out: Path, method: str, *extra: str, protocol: str = "in-language") -> dict:
     fast = FAST_CLP if method == "clp" else FAST_META
     res = CliRunner().invoke(app, ["run", "--method", method, "--task", "xnli", "--langs", "de", "--protocol",
-                                   "in-language", "--profile", "paper", "--model", str(world["bert"]),
+                                   protocol, "--profile", "paper", "--model", str(world["bert"]),
                                    "--data-dir", str(world["data"]), "--seeds", "1", "--output-dir", str(out),
                                    "--set", "finetune.max_steps=2", *fast, *extra])
     assert res.exit_code == 0, (res.output, res.exception)
@@ -69,8 +72,13 @@ def _run(world: dict[str, Path], out: Path, method: str, *extra: str) -> dict:
 
 
 def test_clp_paper_profile_runs_through_the_mono_slot(world: dict[str, Path], tmp_path: Path) -> None:
-    result = _run(world, tmp_path / "out", "clp", "--slot", f"mono_de={world['de']}")
+    result = _run(world, tmp_path / "out", "clp", "--slot", f"mono_de={world['de']}", "--slot",
+                  f"mnli_train={world['mnli']}", protocol="zero-shot")
     assert result["run"]["profile"] == "paper" and result["method"]["name"] == "clp"
+    assert result["run"]["train_split"] == "train"  # the standard protocol: MultiNLI, here through its slot
+    mnli = {"path": str(world["mnli"].resolve()), "sha256": sha256_file(world["mnli"])}
+    assert result["task"]["slots"]["mnli_train"]["files"] == [mnli]
+    assert result["task"]["data"]["en/train"] == {"source": "local", "files": [mnli], "selection": {"slot": "mnli_train"}}
     record = result["task"]["slots"]["mono_de"]
     assert record["source"] == "local" and record["files"] == [{"path": str(world["de"].resolve()),
                                                                  "sha256": sha256_file(world["de"])}]
@@ -79,21 +87,24 @@ def test_clp_paper_profile_runs_through_the_mono_slot(world: dict[str, Path], tm
     assert set(enc["provenance"]["pool"]["sources"]) == {"slot:mono_de"}  # the pool is the slot's text alone
     assert enc["provenance"]["pool"]["files"] == record["files"]
     assert "fallback" not in result["flags"]
-    assert result["config"]["slots"] == {"mono_de": {"path": str(world["de"].resolve())}}
+    assert result["config"]["slots"] == {"mono_de": {"path": str(world["de"].resolve())},
+                                         "mnli_train": {"path": mnli["path"]}}
 
     # Another text in the slot file is other data: another data hash.
     other = tmp_path / "de2.txt"
     other.write_text(world["de"].read_text(encoding="utf-8") + "ein neuer satz mit katze.\n", encoding="utf-8")
-    again = _run(world, tmp_path / "out2", "clp", "--slot", f"mono_de={other}")
+    again = _run(world, tmp_path / "out2", "clp", "--slot", f"mono_de={other}", "--slot",
+                 f"mnli_train={world['mnli']}", protocol="zero-shot")
     assert again["task"]["data_hash"] != result["task"]["data_hash"]
     assert again["task"]["slots"]["mono_de"]["files"][0]["sha256"] == sha256_file(other)
 
 
 def test_meta_paper_profile_reads_mono_en_and_mono_de_from_a_slots_file(world: dict[str, Path], tmp_path: Path) -> None:
     slots = tmp_path / "slots.yaml"
-    slots.write_text(f"mono_en: {world['en']}\nmono_de:\n  path: {world['de']}\n", encoding="utf-8")
-    result = _run(world, tmp_path / "out", "meta", "--slots", str(slots))
-    assert set(result["task"]["slots"]) == {"mono_en", "mono_de"}
+    slots.write_text(f"mono_en: {world['en']}\nmono_de:\n  path: {world['de']}\nmnli_train: {world['mnli']}\n",
+                     encoding="utf-8")
+    result = _run(world, tmp_path / "out", "meta", "--slots", str(slots), protocol="zero-shot")
+    assert set(result["task"]["slots"]) == {"mono_en", "mono_de", "mnli_train"}
     assert result["task"]["slots"]["mono_en"]["files"][0]["sha256"] == sha256_file(world["en"])
     assert result["task"]["slots"]["mono_en"]["origin"] == f"--slots {slots}"
     (enc,) = result["model"]["encoders"]
@@ -131,6 +142,16 @@ def test_a_missing_slot_stops_the_run_naming_it_and_the_fallback(world: dict[str
     assert "the shared-data fallback would be the shared-data 'en-mono' pool" in err and "--allow-fallback" in err
     assert "mono_de" not in err.split("data slot 'mono_en'")[0]  # the filled slot is not reported
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()  # nothing written or built
+
+
+def test_the_zero_shot_training_split_names_its_slot_when_missing(world: dict[str, Path], tmp_path: Path) -> None:
+    proc = _xbench_run(tmp_path, "--method", "clp", "--profile", "paper", "--data-dir", str(world["data"]),
+                       "--model", str(world["bert"]), "--slot", f"mono_de={world['de']}", "--slot", "squad_train=s.json")
+    err = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "no data for en/train" in err and "or fill the data slot: --slot mnli_train=FILE" in err
+    assert "slot(s) squad_train: xbench does not read these task-data slots yet" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
 def test_bad_slots_are_reported_before_any_work(world: dict[str, Path], tmp_path: Path) -> None:
@@ -220,3 +241,17 @@ def test_method_pool_without_a_slot_is_an_error_naming_it(world: dict[str, Path]
     with pytest.raises(ConfigError, match="data slot 'mono_de' is needed"):
         method_pool("de", str(world["data"]), slots)
     assert method_pool("de", str(world["data"]), SlotSet({}, active=True, allow_fallback=True)).sources
+
+
+def test_mnli_jsonl_slot_is_read_and_bad_labels_name_the_line(tmp_path: Path) -> None:
+    from xbench.data.slots import read_pair_slot
+
+    path = tmp_path / "multinli_1.0_train.jsonl"
+    path.write_text('{"sentence1": "A cat.", "sentence2": "An animal.", "gold_label": "entailment"}\n'
+                    '{"sentence1": "A dog.", "sentence2": "A cat.", "gold_label": "contradiction"}\n', encoding="utf-8")
+    examples, prov = read_pair_slot(SlotSpec("mnli_train", "--slot", path=str(path)), list(LABELS), {"-"})
+    assert [(e.premise, e.label) for e in examples] == [("A cat.", 0), ("A dog.", 2)]
+    assert prov.files == [{"path": str(path.resolve()), "sha256": sha256_file(path)}]
+    path.write_text('{"sentence1": "A cat.", "sentence2": "An animal.", "gold_label": "-"}\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"multinli_1.0_train.jsonl, line 1: field 'label'"):
+        read_pair_slot(SlotSpec("mnli_train", "--slot", path=str(path)), list(LABELS), {"-"})

@@ -500,6 +500,9 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
 
     req, card = rr.request, rr.card
     task_type = card.task_type_impl(req.options)
+    from xbench.data.slots import bind_task_slots
+
+    task_slots_read = bind_task_slots(task_type, rr.slots)  # filled task slots (mnli_train, ...) replace their splits
     data_setting = rr.profile["data_setting"]
     plan = data_plan(rr, method.scope)
     train_split, select_split, eval_split, groups = plan.train_split, plan.select_split, plan.eval_split, plan.groups
@@ -583,7 +586,7 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "task": {"name": card.name, "version": card.version, "type": card.task_type, "metric": metric,
                  "card_sha256": rr.config["task"]["card_sha256"], "data_hash": data_hash(data_prov), "data": data_prov,
-                 **({"slots": slot_block} if slot_block else {})},
+                 **({"slots": {**slot_block, **task_slots_read}} if slot_block or task_slots_read else {})},
         "method": {"name": req.method, "kind": method.kind, "params": method.params,
                    "compared_with": method.compared_with or ("scratch" if method.kind == "transfer" else ""),
                    "finetune_changes": finetune_changes},

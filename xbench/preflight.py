@@ -64,7 +64,7 @@ def _slot_problems(rr: Any, method: Any) -> tuple[list[str], set[str]]:
     """Problems with the run's data slots (docs/protocols.md, "Data slots"), and the slots the method reads
     that are filled: a needed slot that is missing (unless --allow-fallback), a filled one that cannot be
     read (a missing file, a hub dataset while offline), and slots given to a run that would not read them."""
-    from xbench.data.slots import missing_message, needed_slots, slot_kind, spec_problems
+    from xbench.data.slots import missing_message, needed_slots, slot_kind, spec_problems, task_slots_supported
 
     slots = getattr(rr, "slots", None)
     if slots is None:
@@ -75,10 +75,11 @@ def _slot_problems(rr: Any, method: Any) -> tuple[list[str], set[str]]:
                         f"data slots (its data_setting is '{rr.profile['data_setting']}'; slots are read under "
                         "'standard', e.g. --profile paper)")
         return problems, set()
-    unread = sorted(n for n in slots.specs if slot_kind(n) == "task")
+    unread = sorted(n for n in slots.specs if slot_kind(n) == "task" and not task_slots_supported(n))
     if unread:
-        problems.append(f"slot(s) {', '.join(unread)}: xbench does not read task-data slots yet (only mono_<lang>, "
-                        "read by clp and meta); the task's data comes from the data roots or the hub")
+        problems.append(f"slot(s) {', '.join(unread)}: xbench does not read these task-data slots yet (it reads "
+                        "mono_<lang>, mnli_train and xnli_mt_<lang>); the task's data comes from the data roots or "
+                        "the hub")
     filled: set[str] = set()
     for name in needed_slots(method, slots):
         spec = slots.get(name)
@@ -94,17 +95,25 @@ def data_problems(rr: Any, method_scope: str) -> list[str]:
     """Load every split the run will load, in the run's order, with a task type of its own."""
     from xbench.pipeline import data_plan
 
+    from xbench.data.slots import bind_task_slots, task_slot
+
+    slots = getattr(rr, "slots", None)
     try:
         task_type = rr.card.task_type_impl(rr.request.options)
         reads = data_plan(rr, method_scope).reads(task_type)
     except XbenchError as exc:
         return _messages(exc)
+    bind_task_slots(task_type, slots)  # a filled task slot is read (and checked) instead of its split
     problems: list[str] = []
     for lang, split, for_eval in reads:
         try:
             task_type.load(lang, split, rr.request.data_dir, for_eval=for_eval)
         except XbenchError as exc:
-            problems += _messages(exc)
+            messages = _messages(exc)
+            name = task_slot(rr.card, lang, split) if slots is not None and slots.active else None
+            if name and slots.get(name) is None:  # the split a slot stands for, not found by the card's lookup
+                messages[-1] += f"\n  or fill the data slot: --slot {name}=FILE (docs/protocols.md, 'Data slots')"
+            problems += messages
     return problems
 
 

@@ -348,3 +348,91 @@ def run_slots(method: Any, slots: SlotSet | None) -> tuple[dict[str, Any], list[
             records[name] = {"slot": name, "fallback": fallback_of(name)}
             fallback.append(name)
     return records, fallback
+
+
+# --------------------------------------------------------------------------- task-data slots
+#
+# A filled task slot replaces the split it stands for; an unfilled one leaves the card's own lookup (the
+# data roots, then the hub) as it was, so a paper run that reads MultiNLI from the hub still does.
+# Implemented: XNLI's training data (sentence-pair classification). The other task slots of
+# docs/protocols.md, "Data slots" are refused in the pre-flight until their readers exist.
+
+
+def task_slot(card: Any, lang: str, split: str) -> str | None:
+    """The slot that stands for the `lang`/`split` load of `card`, where xbench reads one."""
+    if card.name == "xnli" and split == "train":
+        return "mnli_train" if lang == "en" else f"xnli_mt_{lang}"
+    return None
+
+
+def read_pair_slot(spec: SlotSpec, labels: list[str], placeholders: set[str]) -> tuple[list[Any], Any]:
+    """Sentence pairs with labels from a slot: a TSV premise<TAB>hypothesis<TAB>label (the XTREME layout), a
+    MultiNLI JSONL (sentence1, sentence2, gold_label), or a hub dataset with premise, hypothesis, label."""
+    from xbench.data.pair_tsv import PairExample, _check_label, read_per_language_tsv
+    from xbench.data.sources import Provenance
+    from xbench.data.textfiles import memoised
+
+    if spec.hub is not None:
+        ds, record = _hub_dataset(spec)
+        feature = ds.features.get("label") if hasattr(ds, "features") else None
+        names = list(getattr(feature, "names", labels))
+        if names != list(labels):
+            raise XbenchError(f"slot '{spec.name}': hub dataset '{spec.hub}' has labels {names}, the task expects {labels}")
+        examples = [PairExample(r["premise"], r["hypothesis"], int(r["label"])) for r in ds if int(r["label"]) >= 0]
+        return examples, Provenance("hub", hub=record["hub"], selection={"slot": spec.name})
+    path = Path(str(spec.path)).expanduser()
+    if path.name.lower().endswith((".jsonl", ".jsonl.gz")):
+        examples = []
+        for i, line in enumerate(_lines(path), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(path, f"not valid JSON ({exc.msg})", line=i) from None
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("sentence1", "sentence2")):
+                raise DataFormatError(path, "a row needs text fields 'sentence1' and 'sentence2'", line=i)
+            examples.append(PairExample(row["sentence1"], row["sentence2"],
+                                        _check_label(str(row.get("gold_label", "")), labels, placeholders, path, i)))
+        if not examples:
+            raise DataFormatError(path, "file is empty", expected="one JSON object per line")
+    elif path.name.lower().endswith(".tsv"):
+        examples = memoised(read_per_language_tsv, path, labels, placeholders)
+    else:
+        raise DataFormatError(path, "unknown file type", expected="a .tsv (premise, hypothesis, label) or a MultiNLI .jsonl")
+    record = _local_record(spec, path)
+    return examples, Provenance("local", files=record["files"], selection={"slot": spec.name})
+
+
+def bind_task_slots(task_type: Any, slots: SlotSet | None) -> dict[str, Any]:
+    """Make `task_type` (an instance) read the splits of its filled task slots from them; every other load
+    is the task type's own. Returns the dict that collects the records of the task slots read (for the
+    result's `task.slots`). The instance keeps its class, so nothing that inspects the type changes."""
+    used: dict[str, Any] = {}
+    card = task_type.card
+    if slots is None or not any(slot_kind(n) == "task" and slots.get(n) for n in slots.specs):
+        return used
+    own_load = task_type.load
+
+    def load(lang: str, split: str, data_dir: Any, *, for_eval: bool) -> Any:
+        name = task_slot(card, lang, split)
+        spec = slots.get(name) if name else None
+        if spec is None:
+            return own_load(lang, split, data_dir, for_eval=for_eval)
+        from xbench.data.pair_tsv import check_scorable
+        from xbench.tasktypes.base import Split
+
+        labels = list(card.params["labels"])
+        examples, prov = read_pair_slot(spec, labels, {p.lower() for p in card.params.get("placeholder_labels", [])})
+        if for_eval:
+            check_scorable(examples, labels, f"{card.name} {lang}/{split} (slot {spec.name})")
+        used[spec.name] = slot_record(spec)
+        return Split(lang, split, examples, prov)
+
+    task_type.load = load
+    return used
+
+
+def task_slots_supported(name: str) -> bool:
+    """Whether xbench reads this task slot (mnli_train, xnli_mt_<lang>)."""
+    return name == "mnli_train" or name.startswith("xnli_mt_")
