@@ -9,6 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -55,3 +57,18 @@ def test_wheel_ships_cards_and_profiles_and_runs_list_and_validate(tmp_path: Pat
     validated = run("-m", "xbench", "validate")
     assert validated.returncode == 0, validated.stdout + validated.stderr
     assert f"ok: {len(builtin)} task cards, 2 profiles" in validated.stdout and len(builtin) == 6
+
+
+def test_an_install_without_the_cards_says_to_reinstall(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.resources
+
+    from xbench.errors import XbenchError
+    from xbench.registry import builtin_tasks_dir
+
+    def missing(name: str):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.delenv("XBENCH_TASKS", raising=False)
+    monkeypatch.setattr(importlib.resources, "files", missing)
+    with pytest.raises(XbenchError, match=r"built-in task cards \(package xbench._cards\) are not installed; reinstall"):
+        builtin_tasks_dir()

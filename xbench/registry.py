@@ -155,6 +155,12 @@ def load_object(target: str) -> Any:
             raise
         raise XbenchError(f"{origin.group} entry point '{origin.name}' of the installed package {origin.distribution}: "
                           f"cannot load {target} ({type(exc).__name__}: {exc})") from None
+    origin = next((p for p in _plugins()[0] if p.target == target and p.group == METHOD_GROUP), None)
+    if origin is not None and getattr(obj, "name", None) != origin.name:
+        # Messages (bad --param) name the class's `name`, result files the entry point's: one name, or
+        # a user reads about a method they never asked for.
+        raise XbenchError(f"{METHOD_GROUP} entry point '{origin.name}' of the installed package {origin.distribution}: "
+                          f"{target} declares name = {getattr(obj, 'name', None)!r}; it must be '{origin.name}'")
     return obj
 
 
@@ -227,7 +233,12 @@ def builtin_tasks_dir() -> Path:
     built-in cards; to add cards beside them use XBENCH_TASKS_DIRS or --tasks-dir)."""
     if os.environ.get("XBENCH_TASKS"):
         return Path(os.environ["XBENCH_TASKS"])
-    return Path(str(importlib.resources.files("xbench._cards")))
+    try:
+        return Path(str(importlib.resources.files("xbench._cards")))
+    except ModuleNotFoundError:
+        # An editable install made before tasks/ became a data package maps no `xbench._cards`.
+        raise XbenchError("the built-in task cards (package xbench._cards) are not installed; reinstall xbench "
+                          "(`pip install -e .` in a checkout, or `pip install .`)") from None
 
 
 def set_cli_tasks_dirs(dirs: list[Path]) -> None:
