@@ -79,7 +79,7 @@ def list_cmd(tasks_dir: TasksDirOption = None) -> None:
     from rich.table import Table
 
     from xbench.profiles import available, load_profile
-    from xbench.registry import all_cards, all_methods
+    from xbench.registry import TASK_TYPES, all_cards, all_methods, task_types
 
     _use_tasks_dirs(tasks_dir)
     console = _console()
@@ -91,6 +91,12 @@ def list_cmd(tasks_dir: TasksDirOption = None) -> None:
         tasks.add_row(f"{name} v{card.version}", card.task_type, card.metric,
                       f"{len(card.languages)}: {' '.join(card.languages)}", ", ".join(protos))
     console.print(tasks)
+    types = Table(title="Task types")
+    for col in ("task type", "implementation"):
+        types.add_column(col)
+    for name, target in task_types().items():
+        types.add_row(name, target + ("" if name in TASK_TYPES else " (installed plugin)"))
+    console.print(types)
     methods = Table(title="Methods")
     for col in ("method", "kind", "summary"):
         methods.add_column(col)
