@@ -210,8 +210,8 @@ def test_cache_reuses_rebuilds_and_resumes(built, toy_root, bert_source, monkeyp
     class Interrupted(Exception):
         pass
 
-    def save_then_die(runner, model, optimizer, scheduler, state):
-        real_save(runner, model, optimizer, scheduler, state)
+    def save_then_die(runner, model, optimizer, scheduler, state, *rest, **kw):
+        real_save(runner, model, optimizer, scheduler, state, *rest, **kw)
         if runner.name == "clp mlm de" and state["step"] == 3:
             raise Interrupted
 
