@@ -281,13 +281,6 @@ class Method:
         roots, so a missing pool is reported before a source model or a helper is trained."""
         return []
 
-    def smoke_only_problems(self, slots: str) -> list[str]:
-        """A method that implements only the smoke profile says so, naming the data slots it lacks."""
-        if self.ctx.profile.get("name") == "smoke":
-            return []
-        return [f"method '{self.name}' implements the smoke profile only; the paper profile needs the data "
-                f"slot(s) {slots} (docs/protocols.md, 'Data slots'), which xbench does not read yet"]
-
     def build_encoder(self, lang: str | None) -> Encoder:
         raise NotImplementedError
 
