@@ -188,3 +188,30 @@ def test_a_treebank_file_under_data_dir_replaces_the_one_below_whatever_its_comp
     pool = build_pool("en", str(extra), include_xquad=False)
     assert pool.lines == ["Extra sentence."]
     assert [f["root"] for f in pool.files] == [str(extra.resolve())]
+
+
+def test_a_data_dir_file_wins_over_another_layout_below_it(tmp_path, monkeypatch):
+    # The cards list alternatives (PAN-X `dev-de.tsv.gz` before `dev-de.tsv`; XNLI per-language TSVs
+    # before the official single file): a file under --data-dir must win over every alternative in
+    # XBENCH_DATA, not only over the same file name.
+    from xbench.data.textfiles import clear_memo
+
+    clear_memo()
+    base, extra = tmp_path / "base", tmp_path / "extra"
+    rows = "John\tB-PER\nleft\tO\n\n"
+    (base / "panx").mkdir(parents=True)
+    with gzip.open(base / "panx" / "dev-de.tsv.gz", "wt", encoding="utf-8") as f:
+        f.write(rows * 5)
+    _write(extra, "panx/dev-de.tsv", rows * 2)
+    official = "language\tgold_label\tsentence1\tsentence2\n" + "".join(
+        f"de\tneutral\tbase {i}\tbase h {i}\n" for i in range(4))
+    _write(base, "XNLI-1.0/xnli.test.tsv", official)
+    _write(extra, "xnli/test/de.tsv", _xnli_rows("extra-de", 9))
+    monkeypatch.setenv("XBENCH_DATA", str(base))
+    split = get_task("panx").task_type_impl().load("de", "dev", str(extra), for_eval=True)
+    assert len(split.examples) == 2 and split.provenance.files[0]["root"] == str(extra.resolve())
+    card = get_task("xnli")
+    de, prov = load_pair_split(card.data, card.params, "de", "test", str(extra))
+    assert len(de) == 9 and prov.files[0]["root"] == str(extra.resolve())
+    # With one root the card's order of preference is unchanged.
+    assert [i for i, _ in data_roots(None).ordered(["panx/dev-de.tsv", "panx/dev-de.tsv.gz"])] == [1]

@@ -104,12 +104,12 @@ def load_pair_split(card_data: dict[str, Any], params: dict[str, Any], lang: str
     prov: Provenance | None = None
     tried: list[str] = []
     if roots is not None:
-        for layout in card_data.get("local", []):
-            rel = layout["path"].format(split=base, lang=lang)
+        layouts = card_data.get("local", [])
+        rels = [layout["path"].format(split=base, lang=lang) for layout in layouts]
+        for rel in rels:
             tried.extend(map(str, roots.candidates(rel)))
-            path = roots.find(rel)
-            if path is None:
-                continue
+        for i, path in roots.ordered(rels)[:1]:
+            layout = layouts[i]
             if layout["layout"] == "per-language-tsv":
                 examples = memoised(read_per_language_tsv, path, labels, placeholders)
             elif layout["layout"] == "official-xnli-tsv":

@@ -36,6 +36,12 @@ class DataRoots:
                 return path
         return None
 
+    def ordered(self, rels: list[str]) -> list[tuple[int, Path]]:
+        """(index into `rels`, file) of every alternative that exists, root by root: a file under
+        --data-dir wins over every alternative below it (say `dev-de.tsv` over XBENCH_DATA's
+        `dev-de.tsv.gz`); within one root, the caller's order of preference."""
+        return [(i, root / rel) for root in self.roots for i, rel in enumerate(rels) if (root / rel).is_file()]
+
     def candidates(self, rel: str | Path) -> list[Path]:
         """Where `rel` was looked for, for messages."""
         return [root / rel for root in self.roots]

@@ -323,12 +323,11 @@ def _load_source(source: dict[str, Any], split: str, context: str, question: str
     tried: list[str] = []
     refused: list[str] = []
     if roots is not None:
-        for layout in layouts:
-            rel = _fill(layout["path"], context, question)
+        rels = [_fill(layout["path"], context, question) for layout in layouts]
+        for rel in rels:
             tried.extend(map(str, roots.candidates(rel)))
-            path = roots.find(rel)
-            if path is None:
-                continue
+        for i, path in roots.ordered(rels):
+            layout = layouts[i]
             examples = memoised(read_squad, path, require_answers=False, duplicate_ids=duplicate_ids)
             if _blanked(examples, path):
                 refused.append(f"{path}: its gold answers are blanked, so it cannot be scored or trained on"

@@ -128,23 +128,22 @@ class TokenLabelling(TaskType):
         data = self.card.data
         roots = data_roots(data_dir)
         tried: list[str] = []
-        for pattern in data.get("local", []) if roots is not None else []:
-            rel = pattern.format(split=split, lang=lang)
+        rels = [pattern.format(split=split, lang=lang) for pattern in data.get("local", [])] if roots is not None else []
+        for rel in rels:
             tried.extend(map(str, roots.candidates(rel)))
-            path = roots.find(rel)
-            if path is not None:
-                # read_panx checks every tag against IOB2 over PER/ORG/LOC, naming file and line.
-                examples = memoised(read_panx, path, require_labels=True)
-                # The reader knows PAN-X's tags; a card with another label set would otherwise fail
-                # with a KeyError at featurisation, after the model is built.
-                unknown = sorted({t for _, tags in examples for t in tags} - set(self.labels))
-                if unknown:
-                    raise XbenchError(f"{path}: tags {unknown} are not in task '{self.card.name}''s label set "
-                                      f"{self.labels}")
-                record = roots.record(path)
-                if for_eval:
-                    self._scored[f"{lang}/{split}"] = f"local {record['path']}"
-                return Split(lang, split, examples, Provenance("local", files=[record]))
+        for _, path in roots.ordered(rels)[:1] if roots is not None else []:
+            # read_panx checks every tag against IOB2 over PER/ORG/LOC, naming file and line.
+            examples = memoised(read_panx, path, require_labels=True)
+            # The reader knows PAN-X's tags; a card with another label set would otherwise fail
+            # with a KeyError at featurisation, after the model is built.
+            unknown = sorted({t for _, tags in examples for t in tags} - set(self.labels))
+            if unknown:
+                raise XbenchError(f"{path}: tags {unknown} are not in task '{self.card.name}''s label set "
+                                  f"{self.labels}")
+            record = roots.record(path)
+            if for_eval:
+                self._scored[f"{lang}/{split}"] = f"local {record['path']}"
+            return Split(lang, split, examples, Provenance("local", files=[record]))
         hub = data.get("hub")
         try:
             if hub is None:
