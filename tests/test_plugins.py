@@ -137,3 +137,30 @@ def test_a_plugin_method_runs_like_a_builtin_one(site: Path, tmp_path: Path) -> 
     assert r["method"]["name"] == "toy-copy" and r["method"]["kind"] == "transfer"
     assert r["method"]["params"] == {"copies": 2} and r["method"]["compared_with"] == "source"
     assert "/toy-copy/" in result.as_posix()
+
+
+def test_a_plugin_task_type_is_fine_tuned_with_its_own_settings(site: Path, tmp_path: Path) -> None:
+    """The shipped profiles know only the built-in task types; a plugin's task type runs with the
+    settings it declares for the profile (`finetune_defaults`), and `--set` still overrides them."""
+    import json
+
+    if not os.environ.get("XBENCH_DATA"):
+        pytest.skip("the smoke source model is built from the shared data: set XBENCH_DATA")
+    cards, data = tmp_path / "cards", tmp_path / "data" / "panx"
+    cards.mkdir()
+    data.mkdir(parents=True)
+    card = (REPO / "tasks" / "panx.yaml").read_text(encoding="utf-8")
+    (cards / "toy-ner.yaml").write_text(card.replace("name: panx", "name: toy-ner")
+                                        .replace("task_type: token-labelling", "task_type: toy-tagging"), encoding="utf-8")
+    sentences = "John\tB-PER\nlives\tO\nin\tO\nParis\tB-LOC\n\nMary\tB-PER\nleft\tO\n\n"
+    (data / "train-en.tsv").write_text(sentences * 8, encoding="utf-8")
+    (data / "dev-de.tsv").write_text(sentences.replace("lives", "wohnt") * 3, encoding="utf-8")
+    proc = python("-m", "xbench", "run", "--method", "source", "--task", "toy-ner", "--langs", "de", "--seeds", "1",
+                  "--tasks-dir", str(cards), "--data-dir", str(tmp_path / "data"), "--set", "finetune.max_steps=2",
+                  "--output-dir", str(tmp_path / "out"), paths=[site], cwd=tmp_path,
+                  env={"XBENCH_DATA": str(Path(os.environ["XBENCH_DATA"]).resolve())})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = (tmp_path / "out").rglob("seed-*.json")
+    r = json.loads(result.read_text(encoding="utf-8"))
+    assert r["config"]["finetune"] == {"lr": 3.0e-3, "batch_size": 32, "max_steps": 2, "warmup_ratio": 0.1}
+    assert r["compute"]["finetune"][0]["optimizer_steps"] == 2 and r["scores"]["per_language"]["de"]["n"] == 6

@@ -95,6 +95,9 @@ def resolve(req: RunRequest) -> ResolvedRun:
         if req.protocol and req.protocol not in card.protocols:
             problems.append(f"task '{card.name}' has no protocol '{req.protocol}'; "
                             f"valid protocols: {', '.join(card.protocols)}")
+    if profile is not None and card is not None and card.task_type not in profile["finetune"]:
+        profile, default_problems = _task_type_defaults(profile, card)
+        problems += default_problems
     if profile is not None:
         profile, override_problems = apply_overrides(profile, req.overrides, card.task_type if card else None)
         problems += override_problems
@@ -133,6 +136,31 @@ def resolve(req: RunRequest) -> ResolvedRun:
     config.update(slots.config())
     return ResolvedRun(req, card, protocol, profile, model, list(seeds), finetune, config, hash_json(config),
                        variant=options_variant(req.options), slots=slots)
+
+
+def _task_type_defaults(profile: dict[str, Any], card: TaskCard) -> tuple[dict[str, Any], list[str]]:
+    """The profile with the task type's own fine-tuning block where the profile has none.
+
+    The shipped profiles only know the built-in task types; a task type from a plugin brings its
+    settings per profile (`TaskType.finetune_defaults`), checked like a profile's own block.
+    """
+    from xbench.profiles import block_problems
+    from xbench.registry import load_object, task_types
+
+    target = task_types().get(card.task_type)
+    if target is None:
+        return profile, []  # the card's unknown task type is reported on its own
+    try:
+        block = getattr(load_object(target), "finetune_defaults", {}).get(profile["name"])
+    except XbenchError as exc:
+        return profile, [str(exc)]
+    if block is None:
+        return profile, []
+    where = f"task type '{card.task_type}' finetune_defaults['{profile['name']}']"
+    problems = block_problems(where, "finetune", block)
+    if problems:
+        return profile, problems
+    return {**profile, "finetune": {**profile["finetune"], card.task_type: dict(block)}}, []
 
 
 def options_variant(options: dict[str, Any]) -> str:

@@ -106,18 +106,23 @@ def validate_profile(raw: Any, name: str) -> list[str]:
     for section in ("finetune", "pretrain"):
         blocks = raw.get(section)
         for key, block in (blocks.items() if isinstance(blocks, dict) else []):
-            if not isinstance(block, dict) or "lr" not in block:
-                problems.append(f"profile {name}: {section}.{key} needs at least 'lr'")
-                continue
-            if not any(k in block for k in ("max_steps", "epochs", "max_tokens")):
-                problems.append(f"profile {name}: {section}.{key} needs max_steps, epochs or max_tokens")
-            for setting, value in block.items():
-                spec = SETTINGS[section].get(setting)
-                if spec is None:
-                    problems.append(f"profile {name}: {section}.{key}.{setting}: unknown setting; valid keys: "
-                                    + ", ".join(SETTINGS[section]))
-                else:
-                    problems += [p for p in [check_value(f"profile {name}: {section}.{key}.{setting}", value, spec)[1]] if p]
+            problems += block_problems(f"profile {name}: {section}.{key}", section, block)
+    return problems
+
+
+def block_problems(where: str, section: str, block: Any) -> list[str]:
+    """Problems of one settings block (a profile's `finetune.<task type>`, or a task type's defaults)."""
+    if not isinstance(block, dict) or "lr" not in block:
+        return [f"{where} needs at least 'lr'"]
+    problems = []
+    if not any(k in block for k in ("max_steps", "epochs", "max_tokens")):
+        problems.append(f"{where} needs max_steps, epochs or max_tokens")
+    for setting, value in block.items():
+        spec = SETTINGS[section].get(setting)
+        if spec is None:
+            problems.append(f"{where}.{setting}: unknown setting; valid keys: " + ", ".join(SETTINGS[section]))
+        else:
+            problems += [p for p in [check_value(f"{where}.{setting}", value, spec)[1]] if p]
     return problems
 
 

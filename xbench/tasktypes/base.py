@@ -92,6 +92,10 @@ class TaskType(ABC):
     # Task-type options a run may pass (e.g. question_langs for MLQA, treebank for UD).
     option_names: tuple[str, ...] = ()
 
+    # Fine-tuning settings per profile name, used where a profile has no block for this type: the
+    # shipped profiles only know the built-in types, so a plugin's type brings its own.
+    finetune_defaults: dict[str, dict[str, Any]] = {}
+
     @property
     def metrics(self) -> list[str]:
         """Every metric the scores carry; the card's `metric` is the primary (leaderboard, check)."""
