@@ -255,3 +255,23 @@ def test_mnli_jsonl_slot_is_read_and_bad_labels_name_the_line(tmp_path: Path) ->
     path.write_text('{"sentence1": "A cat.", "sentence2": "An animal.", "gold_label": "-"}\n', encoding="utf-8")
     with pytest.raises(DataFormatError, match=r"multinli_1.0_train.jsonl, line 1: field 'label'"):
         read_pair_slot(SlotSpec("mnli_train", "--slot", path=str(path)), list(LABELS), {"-"})
+
+
+def test_a_slot_file_is_parsed_once_for_the_preflight_and_the_run(tmp_path: Path, monkeypatch) -> None:
+    # A mono slot may be a large corpus: the pre-flight's read and the run's read share one parse,
+    # and an edited file is read again.
+    from xbench.data import slots as slots_mod
+    from xbench.data.textfiles import clear_memo
+
+    clear_memo()
+    calls = []
+    real = slots_mod._read_lines
+    monkeypatch.setattr(slots_mod, "_read_lines", lambda path: calls.append(path) or real(path))
+    text = tmp_path / "de.txt"
+    text.write_text("Ein Satz.\nNoch ein Satz.\n", encoding="utf-8")
+    spec, problems = slots_mod.parse_spec("mono_de", str(text), "--slot")
+    assert not problems and slots_mod.spec_problems(spec) == []
+    lines, _ = slots_mod.read_mono(spec)
+    assert lines == ["Ein Satz.", "Noch ein Satz."] and len(calls) == 1
+    text.write_text("Ein anderer Satz, länger als der erste.\n", encoding="utf-8")
+    assert slots_mod.read_mono(spec)[0] == ["Ein anderer Satz, länger als der erste."] and len(calls) == 2

@@ -241,6 +241,13 @@ def spec_problems(spec: SlotSpec) -> list[str]:
 
 
 def _lines(path: Path) -> list[str]:
+    """The file's lines, parsed once per process (the pre-flight reads a slot, the run reads it again)."""
+    from xbench.data.textfiles import memoised
+
+    return memoised(_read_lines, path)
+
+
+def _read_lines(path: Path) -> list[str]:
     raw = gzip.open(path, "rb").read() if path.name.lower().endswith(".gz") else path.read_bytes()
     try:
         text = raw.decode("utf-8")
