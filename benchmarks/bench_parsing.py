@@ -44,10 +44,10 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from xbench.components.source_models import resolve_source_model
+    from xbench.models.source_models import resolve_source_model
     from xbench.hfquiet import quiet_transformers
     from xbench.profiles import load_profile
-    from xbench.registry import get_task
+    from xbench.cards import get_task
     from xbench.runner.batching import FeaturePlan, length_grouped_batches
     from xbench.runner.trainer import Runner, TrainArgs
     from xbench.tasktypes.parsing import DependencyParsing

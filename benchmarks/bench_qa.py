@@ -121,9 +121,9 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
-    from xbench.components.source_models import resolve_source_model
+    from xbench.models.source_models import resolve_source_model
     from xbench.hfquiet import quiet_transformers
-    from xbench.registry import get_task
+    from xbench.cards import get_task
     from xbench.tasktypes.inference import DEFAULT_BATCH_TOKENS
     from xbench.tasktypes.qa_features import postprocess, prepare_eval_features
 

@@ -120,8 +120,8 @@ def run_trainer(feats, model, tokenizer, steps: int, *, pad_to_max: bool) -> dic
 def cache_speedup(data_dir: str) -> dict:
     from transformers import AutoTokenizer
 
-    from xbench.components.source_models import resolve_source_model
-    from xbench.registry import get_task
+    from xbench.models.source_models import resolve_source_model
+    from xbench.cards import get_task
 
     src = resolve_source_model("xbench/tiny-en-bert", data_dir)
     tok = AutoTokenizer.from_pretrained(src.path)
@@ -169,8 +169,8 @@ def main() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    from xbench.components.source_models import resolve_source_model
-    from xbench.registry import get_task
+    from xbench.models.source_models import resolve_source_model
+    from xbench.cards import get_task
 
     report: dict = {"device": f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}"}
     if not a.only_cache:

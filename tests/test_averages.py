@@ -136,7 +136,7 @@ def test_old_result_files_load_upgraded(tmp_path):
 
 
 def test_extractive_qa_averaged_units_use_the_shared_definition():
-    from xbench.registry import get_task
+    from xbench.cards import get_task
 
     card = get_task("xquad")
     t = card.task_type_impl({})

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from xbench.errors import ConfigError, XbenchError
-from xbench.pipeline import RunRequest, apply_overrides, output_dir_problem, resolve
+from xbench.run.request import RunRequest, apply_overrides, output_dir_problem, resolve
 from xbench.results.schema import path_component_problem, result_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def _old_code_version(result: dict) -> None:
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from xbench.pipeline import _result_lock
+from xbench.run.record import result_lock as _result_lock
 with _result_lock(Path(sys.argv[1]), Path(sys.argv[2])):
     print("held", flush=True)
     time.sleep(300)

@@ -1,9 +1,9 @@
-"""xbench's deterministic byte-level BPE learner (components/bpe.py)."""
+"""xbench's deterministic byte-level BPE learner (vocab/bpe.py)."""
 from __future__ import annotations
 
 import pytest
 
-from xbench.components.bpe import EOS, byte_symbols, learn_merges, train_byte_bpe
+from xbench.vocab.bpe import EOS, byte_symbols, learn_merges, train_byte_bpe
 from xbench.errors import ConfigError
 
 

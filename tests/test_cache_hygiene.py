@@ -158,7 +158,7 @@ def test_truncated_folder_from_an_old_in_place_save_is_not_reused(tmp_path):
 
 
 def test_whole_save_is_reused(tmp_path):
-    from xbench.components.wordpiece import train_wordpiece
+    from xbench.vocab.wordpiece import train_wordpiece
 
     tok = train_wordpiece(["Hamburg is a city in Germany", "Berlin is its capital"] * 5, 80)
     save_pretrained_atomic(tok, tmp_path / "tokenizer")

@@ -21,8 +21,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from xbench.components.freezing import assert_unchanged
-from xbench.components.initializers import (
+from xbench.models.freezing import assert_unchanged
+from xbench.models.initializers import (
     SmallDenominatorWarning,
     clp_embeddings,
     clp_transfer,

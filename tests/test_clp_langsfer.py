@@ -145,7 +145,7 @@ def test_clp_agrees_with_langsfer(langsfer_python, tmp_path):
     import numpy as np
     import torch
 
-    from xbench.components.initializers import clp_embeddings, clp_transfer
+    from xbench.models.initializers import clp_embeddings, clp_transfer
 
     cases = _cases()
     for name, source, src_tok, helper, tgt_tok in cases:

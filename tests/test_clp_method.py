@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from xbench import cache
 from xbench.errors import ConfigError, XbenchError
 from xbench.methods.base import RunContext
-from xbench.methods.clp import ClpMethod, ClpScratchMethod, _with_random_embeddings
+from xbench.methods.clp.method import ClpMethod, ClpScratchMethod, _with_random_embeddings
 from xbench.profiles import load_profile
 from xbench.runner import trainer
 
@@ -70,8 +70,8 @@ def make_source(path: Path, kind: str) -> Path:
     """A tiny English source model saved like a hub checkpoint: BERT + WordPiece, or GPT-2 + byte-level BPE."""
     from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
-    from xbench.components.bpe import train_byte_bpe
-    from xbench.components.wordpiece import train_wordpiece
+    from xbench.vocab.bpe import train_byte_bpe
+    from xbench.vocab.wordpiece import train_wordpiece
 
     rng = random.Random(1)
     lines = [" ".join(_sentence(rng)) + "." for _ in range(400)]
@@ -132,11 +132,12 @@ class FitLog:
 @pytest.fixture(scope="module")
 def built(toy_root, bert_source, tmp_path_factory):
     """One CLP build shared by the tests below, with the text each stage was given observed."""
-    import xbench.components.lm_stages as lm
-    import xbench.components.wordpiece as wp
+    import xbench.stages.blocks as blocks
+    import xbench.stages.lm as lm
+    import xbench.vocab.wordpiece as wp
 
     seen: dict[str, list[list[str]]] = {"tokenizer": [], "train": [], "eval": []}
-    real_wp, real_blocks = wp.train_wordpiece, lm.packed_blocks
+    real_wp, real_blocks = wp.train_wordpiece, blocks.packed_blocks
 
     def spy_wp(lines, *a, **kw):
         seen["tokenizer"].append(list(lines))
@@ -150,7 +151,8 @@ def built(toy_root, bert_source, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XBENCH_CACHE", str(cache_root))
         mp.setattr(wp, "train_wordpiece", spy_wp)
-        mp.setattr(lm, "packed_blocks", spy_blocks)
+        mp.setattr(blocks, "packed_blocks", spy_blocks)
+        mp.setattr(lm, "packed_blocks", spy_blocks)  # PerplexityEval's own name for it
         method = clp_method(bert_source, toy_root)
         enc = method.build_encoder("de")
     return {"enc": enc, "method": method, "seen": seen, "cache": cache_root}
@@ -258,7 +260,7 @@ def test_matched_scratch_gets_clp_tokenizer_data_and_tokens(built, toy_root, ber
 def test_source_with_random_embeddings_keeps_every_other_tensor(bert_source, tmp_path):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from xbench.components.wordpiece import train_wordpiece
+    from xbench.vocab.wordpiece import train_wordpiece
 
     src = AutoModelForMaskedLM.from_pretrained(bert_source)
     src_tok = AutoTokenizer.from_pretrained(bert_source)

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from tests.test_clp_method import FAST_CLP, gpt2_source, toy_root  # noqa: F401  (session fixtures)
 from xbench.cli import app
 from xbench.errors import XbenchError
-from xbench.results.curves import build_curves, describe_saved, steps_saved
+from xbench.methods.clp.curves import build_curves
+from xbench.results.curves import describe_saved, steps_saved
 
 
 @pytest.fixture(scope="module", autouse=True)

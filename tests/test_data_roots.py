@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from xbench.components.pools import build_pool
-from xbench.components.source_models import source_text
+from xbench.data.pools import build_pool
+from xbench.models.source_models import source_text
 from xbench.data.pair_tsv import load_pair_split
 from xbench.data.sources import Provenance, data_roots
 from xbench.errors import DataNotFoundError
-from xbench.registry import get_task
+from xbench.cards import get_task
 
 CONLLU = """# sent_id = {i}
 # text = {text}
@@ -154,7 +154,7 @@ def test_missing_english_text_says_why_english_is_needed(tmp_path, monkeypatch):
 def test_tiny_source_model_records_its_vocabulary_and_is_keyed_by_its_text(tmp_path, monkeypatch):
     """A miniature of the smoke source model: vocabulary bound and alphabet in its stage record, and
     other text gives another cache entry (the cache key holds the pool's files and hashes)."""
-    from xbench.components import source_models
+    from xbench.models import source_models
 
     monkeypatch.delenv("XBENCH_DATA", raising=False)
     monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from xbench.components.bpe import train_byte_bpe
-from xbench.components.wordpiece import train_wordpiece
+from xbench.vocab.bpe import train_byte_bpe
+from xbench.vocab.wordpiece import train_wordpiece
 from xbench.data.pair_tsv import PairExample
 from xbench.data.sources import Provenance
 from xbench.data.squad import QAExample
-from xbench.registry import get_task
+from xbench.cards import get_task
 from xbench.tasktypes.base import Split
 from xbench.tasktypes.diagnostics import majority, unk_rate, warnings_for
 

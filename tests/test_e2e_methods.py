@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import xbench
-from xbench.components.source_models import TINY_MODELS
+from xbench.models.source_models import TINY_MODELS
 
 pytestmark = pytest.mark.slow
 

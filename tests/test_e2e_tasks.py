@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import xbench
-from xbench.registry import get_task
+from xbench.cards import get_task
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from tests.test_cli import xbench
-from xbench.components.source_models import TINY_MODELS
+from xbench.models.source_models import TINY_MODELS
 from xbench.results.schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertModel, GPT2Config, GPT2LMHeadModel
 
-from xbench.components.averaging import average_state_dicts, combine_by_pattern
-from xbench.components.freezing import (
+from xbench.models.averaging import average_state_dicts, combine_by_pattern
+from xbench.models.freezing import (
     assert_unchanged,
     freeze,
     non_embedding_parameter_count,

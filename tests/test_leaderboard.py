@@ -140,7 +140,7 @@ def test_transductive_entries_are_kept_for_the_task_and_languages_evaluated():
 
 def test_source_encoder_carries_its_pools_transductive_sources(monkeypatch):
     import xbench.methods.source as source
-    from xbench.components.source_models import SourceModel
+    from xbench.models.source_models import SourceModel
     from xbench.methods.base import RunContext
 
     pool = {"lang": "en", "transductive": ["xquad"]}
@@ -152,7 +152,7 @@ def test_source_encoder_carries_its_pools_transductive_sources(monkeypatch):
 
 
 def test_tiny_source_models_pool_holds_the_xquad_english_contexts(data_root):
-    from xbench.components.pools import build_pool
+    from xbench.data.pools import build_pool
     from xbench.results.transductive import pool_entries
 
     if not (data_root / "xquad" / "xquad.en.json").is_file():

@@ -1,9 +1,9 @@
-"""Small pieces of the LM pretraining stages (components/lm_stages.py) not covered by the method tests."""
+"""Small pieces of the LM pretraining stages (stages/lm.py) not covered by the method tests."""
 from __future__ import annotations
 
 import pytest
 
-from xbench.components.lm_stages import loss_trend
+from xbench.stages.lm import loss_trend
 
 
 def test_loss_trend_compares_the_first_and_last_tenth():

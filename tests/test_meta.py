@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from tests.test_clp_method import toy_root  # noqa: F401  (session fixture)
 from xbench import cache
-from xbench.components.lm_stages import MultilingualBlocks
-from xbench.components.sampler import language_probs
+from xbench.stages.blocks import MultilingualBlocks
+from xbench.data.sampler import language_probs
 from xbench.errors import ConfigError, XbenchError
 from xbench.methods.base import RunContext
 from xbench.methods.meta import MetaMethod, MetaSingleMethod, transfer_report

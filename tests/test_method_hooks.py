@@ -58,7 +58,7 @@ class ToyHooks(SourceMethod):
 
 @pytest.fixture()
 def toy_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from xbench.pipeline import RunRequest, run
+    from xbench.run.orchestrate import RunRequest, run
     from xbench.tasktypes.classification import SentencePairClassification
 
     monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))
@@ -135,7 +135,7 @@ def test_no_hooks_is_no_change() -> None:
 def test_an_extra_loss_may_not_replace_the_task_loss() -> None:
     import torch
 
-    from xbench.pipeline import _hooked_loss
+    from xbench.run.finetune import hooked_loss as _hooked_loss
 
     hooks = FinetuneHooks(extra_loss=lambda m, b, c: {"ce": torch.tensor(1.0)}, extra_loss_name="clash")
     loss, _ = _hooked_loss(lambda m, b, c: {"ce": torch.tensor(2.0)}, hooks)

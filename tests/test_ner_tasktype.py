@@ -10,7 +10,7 @@ import torch
 
 from tests.test_words import tokenizer  # noqa: F401  (module-scoped tiny WordPiece tokenizer fixture)
 from xbench.errors import DataFormatError, DataNotFoundError, XbenchError
-from xbench.registry import get_task
+from xbench.cards import get_task
 from xbench.runner.batching import FeaturePlan
 from xbench.tasktypes.token_labelling import TokenLabelling
 

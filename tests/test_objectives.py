@@ -1,4 +1,4 @@
-"""Statistical and structural properties of the MLM and CLM objectives (xbench/components/objectives.py).
+"""Statistical and structural properties of the MLM and CLM objectives (xbench/objectives/mlm.py).
 
 The rates are checked on >= 20,000 eligible positions against their binomial expectation with a
 tolerance of TOL_SIGMA standard deviations: the draws are seeded, so the tests are deterministic,
@@ -13,7 +13,8 @@ import math
 import pytest
 import torch
 
-from xbench.components.objectives import CLMObjective, MLMObjective, mask_tokens
+from xbench.objectives.clm import CLMObjective
+from xbench.objectives.mlm import MLMObjective, mask_tokens
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIALS = (PAD, UNK, CLS, SEP, MASK)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from xbench.components.biaffine import Biaffine, BiaffineParserHead
-from xbench.components.mst import is_tree
+from xbench.models.heads.biaffine import Biaffine, BiaffineParserHead
+from xbench.models.heads.mst import is_tree
 
 
 def test_biaffine_matches_explicit_formula() -> None:

@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from xbench.components.mst import chu_liu_edmonds, eisner, is_tree
+from xbench.models.heads.mst import chu_liu_edmonds, eisner, is_tree
 
 
 def _is_projective(heads: tuple[int, ...]) -> bool:

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from tests.test_words import tokenizer  # noqa: F401  (module-scoped tiny WordPiece tokenizer fixture)
-from xbench.components.biaffine import BiaffineParserHead
-from xbench.components.mst import is_tree
+from xbench.models.heads.biaffine import BiaffineParserHead
+from xbench.models.heads.mst import is_tree
 from xbench.data.conllu_io import read_conllu, universal_deprel
 from xbench.errors import ConfigError, DataFormatError, DataNotFoundError, XbenchError
-from xbench.registry import get_task
+from xbench.cards import get_task
 from xbench.runner.batching import FeaturePlan
 from xbench.tasktypes.parsing import DependencyParsing
 

@@ -69,7 +69,7 @@ def test_a_card_may_use_the_plugin_task_type(site: Path, tmp_path: Path) -> None
                                         .replace("task_type: token-labelling", "task_type: toy-tagging"), encoding="utf-8")
     proc = python("-m", "xbench", "validate", "--tasks-dir", str(cards), paths=[site], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = python("-c", "import sys; from xbench.registry import get_task, set_cli_tasks_dirs; "
+    proc = python("-c", "import sys; from xbench.cards import get_task, set_cli_tasks_dirs; "
                   f"set_cli_tasks_dirs([{str(cards)!r}]); print(type(get_task('toy-ner').task_type_impl()).__name__)",
                   paths=[site], cwd=tmp_path)
     assert proc.stdout.strip() == "ToyTagging", proc.stderr

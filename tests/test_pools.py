@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from xbench.components.lm_stages import heldout_split
-from xbench.components.pools import TATOEBA, build_parallel, build_pool, normalise
-from xbench.components.pretokenize import words
+from xbench.stages.blocks import heldout_split
+from xbench.data.pools import TATOEBA, build_parallel, build_pool, normalise
+from xbench.vocab.pretokenize import words
 from xbench.errors import ConfigError, DataFormatError
 
 XNLI_DEV_TRAIN_ROWS = 2241  # docs/data.md: rows from here on are the dev-heldout part

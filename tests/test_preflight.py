@@ -195,7 +195,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 
 def _request(tmp: Path, **kw: object):
-    from xbench.pipeline import RunRequest
+    from xbench.run.request import RunRequest
 
     args = {"method": "source", "task": "xnli", "langs": ["de"], "seeds": [1], "data_dir": str(tmp / "data"),
             "output_dir": str(tmp / "out"), "progress": False, **kw}
@@ -203,7 +203,7 @@ def _request(tmp: Path, **kw: object):
 
 
 def test_problems_are_found_before_the_encoder_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from xbench import pipeline
+    from xbench.run import orchestrate as pipeline
     from xbench.methods.source import SourceMethod
 
     def built(self: object, lang: object) -> None:
@@ -217,8 +217,8 @@ def test_problems_are_found_before_the_encoder_is_built(tmp_path: Path, monkeypa
 
 def test_the_run_reuses_what_the_preflight_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from xbench.data import pair_tsv
-    from xbench.pipeline import data_plan, resolve
-    from xbench.preflight import run_problems
+    from xbench.run.request import data_plan, resolve
+    from xbench.run.preflight import run_problems
 
     calls: list[str] = []
     real = pair_tsv.read_per_language_tsv
@@ -243,7 +243,7 @@ def test_the_run_reuses_what_the_preflight_parsed(tmp_path: Path, monkeypatch: p
 
 
 def test_plan_reads_follow_the_protocol_and_the_method_scope(tmp_path: Path) -> None:
-    from xbench.pipeline import data_plan, resolve
+    from xbench.run.request import data_plan, resolve
 
     xnli_root(tmp_path / "data")
     rr = resolve(_request(tmp_path, langs=["de", "fr"], protocol="in-language"))
@@ -333,7 +333,7 @@ def test_non_utf8_bytes_name_the_file_and_line(tmp_path: Path, name: str, data: 
 
 
 def test_model_folder_problems_are_named(tmp_path: Path) -> None:
-    from xbench.preflight import model_problems
+    from xbench.run.preflight import model_problems
 
     # The tiny source model is built from English text of the data roots: without any, that is a
     # pre-flight problem saying why English is needed; with one, none.
@@ -365,7 +365,7 @@ class _Payload:
 def test_load_pretrained_refuses_pickle_weights_and_folders_without_config(tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoModelForMaskedLM
 
-    from xbench.components.source_models import load_pretrained
+    from xbench.loading import load_pretrained
 
     marker = tmp_path / "unpickled"
     folder = _pickle_only_model(tmp_path / "model")
@@ -393,6 +393,6 @@ def test_a_method_whose_target_has_no_pretraining_text_is_stopped_before_any_bui
     assert "pretraining text for 'de' is needed by this method" in proc.stderr and "xnli/dev/de.tsv" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
-    from xbench.components.pools import pool_problem
+    from xbench.data.pools import pool_problem
 
     assert pool_problem("en", root) is None

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from xbench.errors import ConfigError, DataFormatError, DataNotFoundError, XbenchError
-from xbench.pipeline import _split_name
-from xbench.registry import get_task
+from xbench.run.request import split_name as _split_name
+from xbench.cards import get_task
 from xbench.tasktypes.base import Split
 from xbench.tasktypes.extractive_qa import ExtractiveQA, card_problems, parse_unit, unit_name
 
@@ -197,7 +197,7 @@ def test_card_problems_are_all_reported() -> None:
 
 
 def test_a_subset_does_not_reuse_the_features_of_the_whole_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from xbench.components.wordpiece import train_wordpiece
+    from xbench.vocab.wordpiece import train_wordpiece
     from xbench.data.sources import Provenance
     from xbench.data.squad import QAExample
 
@@ -243,7 +243,7 @@ def test_featurize_predict_score_on_xquad(data_root: Path, tmp_path: Path, monke
     import torch
     from transformers import BertConfig, BertForQuestionAnswering
 
-    from xbench.components.wordpiece import train_wordpiece
+    from xbench.vocab.wordpiece import train_wordpiece
 
     monkeypatch.setenv("XBENCH_CACHE", str(tmp_path))  # the feature cache
     t = qa("xquad")

@@ -4,7 +4,8 @@ import pytest
 
 from xbench.errors import ConfigError, XbenchError
 from xbench.profiles import load_profile
-from xbench.registry import get_method, get_task, parse_card, validate_all_cards
+from xbench.cards import get_task, parse_card, validate_all_cards
+from xbench.registry import get_method
 
 
 def test_xnli_card():

@@ -13,10 +13,14 @@ from typing import Any
 
 import pytest
 
-from xbench import cache, pipeline
+from xbench import cache
+from xbench.run import orchestrate as pipeline
+from xbench.run.record import check_existing
+from xbench.run.record import result_lock as _result_lock
 from xbench.atomic import sha256_file
 from xbench.errors import XbenchError
-from xbench.pipeline import RunRequest, resolve, resume_differences
+from xbench.run.record import resume_differences
+from xbench.run.request import RunRequest, resolve
 from xbench.results.schema import result_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,14 +105,14 @@ def test_check_existing_refuses_without_flags_and_names_every_difference(tmp_pat
     p1, p2 = _write_result(rr_de, 1), _write_result(rr_de, 2)
     rr_zh = resolve(_request(tmp_path, ["zh"], seeds=[1, 2]))
     with pytest.raises(XbenchError) as info:
-        pipeline._check_existing(rr_zh, {1: p1, 2: p2})
+        check_existing(rr_zh, {1: p1, 2: p2})
     assert f"{p1} was made for languages de" in str(info.value) and f"{p2} was made for languages de" in str(info.value)
     plain = resolve(_request(tmp_path, ["de"], seeds=[1, 2], ))
     plain.request.resume = False
     with pytest.raises(XbenchError, match="already exist"):
-        pipeline._check_existing(plain, {1: p1, 2: p2})
+        check_existing(plain, {1: p1, 2: p2})
     plain.request.overwrite = True
-    pipeline._check_existing(plain, {1: p1, 2: p2})  # --overwrite: replaced, no identity needed
+    check_existing(plain, {1: p1, 2: p2})  # --overwrite: replaced, no identity needed
 
 
 def _no_training(*args: Any, **kw: Any) -> None:
@@ -134,7 +138,7 @@ def test_a_held_lock_refuses_a_second_run_of_the_same_path(tmp_path, data_root, 
     rr = resolve(req)
     out = Path(req.output_dir)
     path = result_path(out, rr.card.name, rr.protocol, rr.profile["name"], "source", rr.model, 1)
-    with pipeline._result_lock(out, path):
+    with _result_lock(out, path):
         with pytest.raises(XbenchError) as info:
             pipeline.run(req)
     assert f"{path} is being written by another xbench run (pid {os.getpid()} " in str(info.value)
@@ -144,7 +148,7 @@ def test_a_held_lock_refuses_a_second_run_of_the_same_path(tmp_path, data_root, 
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from xbench.pipeline import _result_lock
+from xbench.run.record import result_lock as _result_lock
 with _result_lock(Path(sys.argv[1]), Path(sys.argv[2])):
     print("held", flush=True)
     time.sleep(120)
@@ -159,13 +163,13 @@ def test_lock_of_another_process_is_named_and_released_when_it_dies(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(XbenchError) as info:
-            with pipeline._result_lock(out, path):
+            with _result_lock(out, path):
                 pass
         assert str(path) in str(info.value) and f"pid {holder.pid} " in str(info.value)
     finally:
         holder.kill()
         holder.wait(timeout=30)
-    with pipeline._result_lock(out, path):  # the kernel dropped the dead holder's lock
+    with _result_lock(out, path):  # the kernel dropped the dead holder's lock
         assert (out / ".work" / "locks").is_dir()
     assert not (out / ".work" / "locks").exists()  # released and tidied
 

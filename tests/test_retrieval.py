@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from xbench.components.retrieval import encode_sentences, retrieval_accuracy
+from xbench.metrics.retrieval import encode_sentences, retrieval_accuracy
 from xbench.errors import ConfigError
 
 WORDS = "the a cat dog sees eats house garden red big small runs with near old young bird fish".split()

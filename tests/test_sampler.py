@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from xbench.components.sampler import LanguageSampler, language_probs
+from xbench.data.sampler import LanguageSampler, language_probs
 from xbench.errors import ConfigError, XbenchError
 
 SIZES = {"en": 700_000, "de": 200_000, "zh": 90_000, "sw": 10_000}

@@ -23,7 +23,7 @@ from xbench.data.pair_tsv import PairExample
 from xbench.data.sources import Provenance
 from xbench.data.squad import QAExample
 from xbench.errors import XbenchError
-from xbench.registry import get_task
+from xbench.cards import get_task
 from xbench.runner.batching import FeaturePlan
 from xbench.runner.trainer import Runner, TrainArgs
 from xbench.tasktypes import base, feature_store
@@ -215,7 +215,7 @@ def test_planted_model_weights_never_run(tmp_path, marker):
     """A model folder whose weights are a pickle (pytorch_model.bin) is refused, not unpickled."""
     from transformers import AutoModelForSequenceClassification
 
-    from xbench.components.source_models import load_pretrained
+    from xbench.loading import load_pretrained
 
     folder = tmp_path / "model"
     toy_model().save_pretrained(folder)

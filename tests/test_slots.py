@@ -176,8 +176,8 @@ def test_bad_slots_are_reported_before_any_work(world: dict[str, Path], tmp_path
 
 
 def test_the_smoke_profile_needs_no_slots_and_refuses_given_ones(world: dict[str, Path], tmp_path: Path) -> None:
-    from xbench.pipeline import RunRequest, resolve
-    from xbench.preflight import run_problems
+    from xbench.run.request import RunRequest, resolve
+    from xbench.run.preflight import run_problems
 
     req = RunRequest(method="clp", task="xnli", langs=["de"], protocol="in-language", model=str(world["bert"]),
                      data_dir=str(world["data"]), output_dir=str(tmp_path / "out"), params={"steps": "3"})
@@ -234,7 +234,7 @@ def test_mono_and_parallel_files_are_read_with_their_hash(tmp_path: Path) -> Non
 
 
 def test_method_pool_without_a_slot_is_an_error_naming_it(world: dict[str, Path]) -> None:
-    from xbench.components.pools import method_pool
+    from xbench.data.slots import method_pool
     from xbench.data.slots import SlotSet
 
     slots = SlotSet({}, active=True)

@@ -78,7 +78,7 @@ def xbench(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: in
 
 @pytest.fixture(autouse=True)
 def _no_cli_dirs():
-    from xbench.registry import set_cli_tasks_dirs
+    from xbench.cards import set_cli_tasks_dirs
 
     yield
     set_cli_tasks_dirs([])  # in-process tests must not leave their folders to the next test
@@ -96,7 +96,7 @@ def test_validate_and_list_show_a_user_card_beside_the_builtin_ones(user_tasks, 
 
 
 def test_a_user_card_reads_its_treebank_from_the_data_dir(user_tasks) -> None:
-    from xbench.registry import get_task, set_cli_tasks_dirs
+    from xbench.cards import get_task, set_cli_tasks_dirs
 
     cards, data = user_tasks
     set_cli_tasks_dirs([cards])
@@ -128,7 +128,7 @@ def test_name_clashes_name_both_files(user_tasks, tmp_path: Path) -> None:
 
 
 def test_bad_folders_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from xbench.registry import validate_all_cards
+    from xbench.cards import validate_all_cards
 
     (tmp_path / "yml").mkdir()
     (tmp_path / "yml" / "mine.yml").write_text(CARD, encoding="utf-8")
@@ -139,7 +139,7 @@ def test_bad_folders_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_xbench_tasks_still_replaces_the_builtin_cards(user_tasks, monkeypatch: pytest.MonkeyPatch) -> None:
-    from xbench.registry import all_cards
+    from xbench.cards import all_cards
 
     cards, _ = user_tasks
     monkeypatch.setenv("XBENCH_TASKS", str(cards))

@@ -46,7 +46,7 @@ def test_wheel_ships_cards_and_profiles_and_runs_list_and_validate(tmp_path: Pat
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, *args], cwd=outside, env=env, capture_output=True, text=True, timeout=120)
 
-    where = run("-c", "import xbench, xbench.registry as r; print(xbench.__file__); print(r.builtin_tasks_dir())")
+    where = run("-c", "import xbench, xbench.cards as r; print(xbench.__file__); print(r.builtin_tasks_dir())")
     package_file, cards_dir = where.stdout.split()
     assert Path(package_file).is_relative_to(site) and Path(cards_dir).is_relative_to(site), where.stdout
     listed = run("-m", "xbench", "list")
@@ -63,7 +63,7 @@ def test_an_install_without_the_cards_says_to_reinstall(monkeypatch: pytest.Monk
     import importlib.resources
 
     from xbench.errors import XbenchError
-    from xbench.registry import builtin_tasks_dir
+    from xbench.cards import builtin_tasks_dir
 
     def missing(name: str):
         raise ModuleNotFoundError(f"No module named {name!r}")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from xbench.components.wordpiece import default_limit_alphabet, learn_vocabulary, train_wordpiece, vocabulary_stats
+from xbench.vocab.wordpiece import default_limit_alphabet, learn_vocabulary, train_wordpiece, vocabulary_stats
 from xbench.errors import ConfigError
 
 

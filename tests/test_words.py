@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from xbench.components.words import encode_words, pool_words
+from xbench.vocab.words import encode_words, pool_words
 from xbench.data.conllu_io import read_conllu
 from xbench.data.panx import read_panx
 

@@ -5,7 +5,7 @@ import pytest
 
 from xbench.data.pair_tsv import check_scorable, load_pair_split, read_official_tsv, read_per_language_tsv
 from xbench.errors import DataFormatError, DataNotFoundError, XbenchError
-from xbench.registry import get_task
+from xbench.cards import get_task
 
 
 @pytest.fixture(autouse=True)

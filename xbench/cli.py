@@ -68,7 +68,7 @@ TasksDirOption = Annotated[Optional[list[Path]], typer.Option(
 
 
 def _use_tasks_dirs(dirs: list[Path] | None) -> None:
-    from xbench.registry import set_cli_tasks_dirs
+    from xbench.cards import set_cli_tasks_dirs
 
     set_cli_tasks_dirs(dirs or [])
 
@@ -79,7 +79,8 @@ def list_cmd(tasks_dir: TasksDirOption = None) -> None:
     from rich.table import Table
 
     from xbench.profiles import available, load_profile
-    from xbench.registry import TASK_TYPES, all_cards, all_methods, task_types
+    from xbench.cards import all_cards
+    from xbench.registry import TASK_TYPES, all_methods, task_types
 
     _use_tasks_dirs(tasks_dir)
     console = _console()
@@ -159,8 +160,8 @@ def run(
     from typing import Any
 
     from xbench.errors import ConfigError
-    from xbench.pipeline import RunRequest, resolve
-    from xbench.pipeline import run as run_pipeline
+    from xbench.run.orchestrate import RunRequest, resolve
+    from xbench.run.orchestrate import run as run_pipeline
 
     _use_tasks_dirs(tasks_dir)
     problems: list[str] = []
@@ -308,7 +309,8 @@ def baseline_update(
 def validate(tasks_dir: TasksDirOption = None) -> None:
     """Check every task card (built-in and --tasks-dir), profile and installed plugin; report every problem at once."""
     from xbench.profiles import available, profile_problems
-    from xbench.registry import plugin_problems, validate_all_cards
+    from xbench.cards import validate_all_cards
+    from xbench.registry import plugin_problems
 
     _use_tasks_dirs(tasks_dir)
     problems = plugin_problems()
@@ -372,7 +374,8 @@ def curves(
     from rich.table import Table
 
     from xbench.hfquiet import quiet_transformers
-    from xbench.results.curves import build_curves, describe_saved
+    from xbench.methods.clp.curves import build_curves
+    from xbench.results.curves import describe_saved
 
     quiet_transformers()
     try:

@@ -28,7 +28,7 @@ from conllu.parser import (
     DEFAULT_FIELD_PARSERS, DEFAULT_FIELDS, parse_comment_line, parse_id_value, parse_int_value,
 )
 
-from xbench.components.mst import find_cycle
+from xbench.data.trees import find_cycle
 from xbench.errors import DataFormatError, XbenchError
 
 __all__ = ["Sentence", "read_conllu", "write_conllu", "universal_deprel", "iter_lines"]

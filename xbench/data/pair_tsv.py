@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xbench.data.sources import Provenance, data_roots, no_data_message
+from xbench.data.resolve import local_then_hub, no_hub
+from xbench.data.sources import Provenance
 from xbench.data.textfiles import memoised, read_text
-from xbench.errors import DataFormatError, DataNotFoundError, XbenchError
+from xbench.errors import DataFormatError, XbenchError
 
 
 @dataclass(frozen=True)
@@ -99,42 +100,23 @@ def load_pair_split(card_data: dict[str, Any], params: dict[str, Any], lang: str
     placeholders = {p.lower() for p in params.get("placeholder_labels", [])}
     derived = card_data.get("derived_splits", {}).get(split)
     base = derived["from"] if derived else split
-    roots = data_roots(data_dir)
-    examples: list[PairExample] | None = None
-    prov: Provenance | None = None
-    tried: list[str] = []
-    if roots is not None:
-        layouts = card_data.get("local", [])
-        rels = [layout["path"].format(split=base, lang=lang) for layout in layouts]
-        for rel in rels:
-            tried.extend(map(str, roots.candidates(rel)))
-        for i, path in roots.ordered(rels)[:1]:
-            layout = layouts[i]
-            if layout["layout"] == "per-language-tsv":
-                examples = memoised(read_per_language_tsv, path, labels, placeholders)
-            elif layout["layout"] == "official-xnli-tsv":
-                examples = memoised(read_official_tsv, path, lang, labels, placeholders)
-            else:
-                raise XbenchError(f"unknown local layout '{layout['layout']}' in the task card")
-            prov = Provenance("local", files=[roots.record(path)])
-            break
-    if examples is None:
-        hub = card_data.get("hub")
-        try:
-            if hub is None:
-                raise ConnectionError("no hub source in the task card")
-            examples, prov = _from_hub(hub, lang, base, labels)
-        except XbenchError:
-            raise
-        except Exception as exc:  # datasets raises many types for "not reachable" / "no such split"
-            local_hint = " or ".join(layout["path"] for layout in card_data.get("local", []))
-            hub_hint = f"datasets.load_dataset('{hub['path']}', '{lang}') split {base}" if hub else None
-            msg = no_data_message(f"{lang}/{base}", local_hint.format(split=base, lang=lang), hub_hint)
-            if tried:
-                msg += "\n  looked for: " + ", ".join(tried)
-            msg += f"\n  ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
-            raise DataNotFoundError(msg) from None
-    assert prov is not None
+    layouts = card_data.get("local", [])
+    hub = card_data.get("hub")
+
+    def read_local(i: int, path: Path) -> list[PairExample]:
+        layout = layouts[i]
+        if layout["layout"] == "per-language-tsv":
+            return memoised(read_per_language_tsv, path, labels, placeholders)
+        if layout["layout"] == "official-xnli-tsv":
+            return memoised(read_official_tsv, path, lang, labels, placeholders)
+        raise XbenchError(f"unknown local layout '{layout['layout']}' in the task card")
+
+    local_hint = " or ".join(layout["path"] for layout in layouts)
+    examples, prov = local_then_hub(
+        [layout["path"].format(split=base, lang=lang) for layout in layouts], read_local,
+        (lambda: _from_hub(hub, lang, base, labels)) if hub is not None else no_hub("no hub source in the task card"),
+        data_dir=data_dir, what=f"{lang}/{base}", local_hint=local_hint.format(split=base, lang=lang),
+        hub_hint=f"datasets.load_dataset('{hub['path']}', '{lang}') split {base}" if hub else None)
     if derived:
         lo, hi = derived["rows"]
         if len(examples) < hi:

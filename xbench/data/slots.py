@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xbench.errors import DataFormatError, XbenchError
+from xbench.data.pools import TextPool, build_pool, evaluation_texts, fill_pool, pool_text_files
+from xbench.data.sources import data_roots
+from xbench.errors import ConfigError, DataFormatError, XbenchError
 
 # Slot names of docs/protocols.md, "Data slots": (pattern, kind). `mono` and `parallel` are text for
 # pretraining stages; `task` slots stand for a task's split.
@@ -174,8 +176,6 @@ def _read_slots_file(path: Path) -> tuple[dict[str, Any], list[str]]:
 def fallback_of(name: str) -> str:
     """The shared-data substitute of a slot, in words (for the pre-flight message and the result)."""
     if name.startswith("mono_"):
-        from xbench.components.pools import pool_text_files
-
         lang = name[len("mono_"):]
         return f"the shared-data '{lang}-mono' pool ({', '.join(pool_text_files(lang))})"
     if name.startswith("parallel_"):
@@ -209,7 +209,7 @@ def _suffix_ok(path: Path, suffixes: tuple[str, ...]) -> bool:
 def spec_problems(spec: SlotSpec) -> list[str]:
     """Why `spec` cannot be read, found before any work: a missing or unreadable file, a wrong kind of
     file, a hub dataset while offline or without the `datasets` package."""
-    from xbench.data.sources import hub_offline
+    from xbench.loading import hub_offline
 
     kind = slot_kind(spec.name)
     where = f"slot '{spec.name}' ({spec.origin})"
@@ -264,7 +264,7 @@ def _local_record(spec: SlotSpec, path: Path) -> dict[str, Any]:
 
 
 def _hub_dataset(spec: SlotSpec) -> tuple[Any, dict[str, Any]]:
-    from xbench.data.sources import hub_offline
+    from xbench.loading import hub_offline
 
     if hub_offline():
         raise XbenchError(f"slot '{spec.name}' names the hub dataset '{spec.hub}', but offline mode is on")
@@ -427,7 +427,7 @@ def bind_task_slots(task_type: Any, slots: SlotSet | None) -> dict[str, Any]:
         if spec is None:
             return own_load(lang, split, data_dir, for_eval=for_eval)
         from xbench.data.pair_tsv import check_scorable
-        from xbench.tasktypes.base import Split
+        from xbench.data.split import Split
 
         labels = list(card.params["labels"])
         examples, prov = read_pair_slot(spec, labels, {p.lower() for p in card.params.get("placeholder_labels", [])})
@@ -443,3 +443,32 @@ def bind_task_slots(task_type: Any, slots: SlotSet | None) -> dict[str, Any]:
 def task_slots_supported(name: str) -> bool:
     """Whether xbench reads this task slot (mnli_train, xnli_mt_<lang>)."""
     return name == "mnli_train" or name.startswith("xnli_mt_")
+
+
+# --------------------------------------------------------------------------- pools from slots
+
+
+def slot_pool(lang: str, spec: Any, data_dir: str | Path | None = None) -> TextPool:
+    """The `<lang>` pool of a paper-profile run from its filled `mono_<lang>` slot (docs/protocols.md, "Data
+    slots"): the slot's lines, with the same hygiene as a shared-data pool: sentences of the evaluation
+    splits in the data roots are dropped, as are duplicates."""
+    lines, record = read_mono(spec)
+    roots = data_roots(data_dir)
+    pool = TextPool(lang, [])
+    file_record = record["files"][0] if record.get("files") else {"hub": record["hub"]}
+    fill_pool(pool, [(f"slot:{spec.name}", file_record, lines)], evaluation_texts(roots, lang) if roots else set())
+    return pool
+
+
+def method_pool(lang: str, data_dir: str | Path | None, slots: Any) -> TextPool:
+    """The text pool a method's pretraining reads for `lang`: the `mono_<lang>` slot where the run's
+    profile reads slots (the paper profile), else (or, with --allow-fallback, for an unfilled slot) the
+    shared-data pool."""
+    if slots is None or not slots.active:
+        return build_pool(lang, data_dir)
+    spec = slots.get(f"mono_{lang}")
+    if spec is not None:
+        return slot_pool(lang, spec, data_dir)
+    if slots.allow_fallback:
+        return build_pool(lang, data_dir)
+    raise ConfigError(missing_message(f"mono_{lang}", "this method's pretraining"))

@@ -13,6 +13,7 @@ from typing import Any
 
 from xbench.atomic import hash_json, sha256_file
 from xbench.errors import DataNotFoundError
+from xbench.loading import hub_offline
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,6 @@ def data_root(data_dir: str | Path | None = None) -> Path | None:
     """The first data root only; callers that read files should use `data_roots` and its lookups."""
     roots = data_roots(data_dir)
     return roots.roots[0] if roots else None
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
 
 
 @lru_cache(maxsize=4096)

@@ -1,6 +1,6 @@
 """The method interface: a recipe of stages that produces an encoder for a target language.
 
-Fine-tuning and evaluation are shared (xbench.pipeline), so every method is compared under the
+Fine-tuning and evaluation are shared (xbench.run.orchestrate), so every method is compared under the
 same protocol. A method decides how its encoder is built, and returns the compute of every
 stage it ran, so the leaderboard can show score beside cost. A method whose paper changes
 fine-tuning itself (a QA head, an extra loss, code-switched training data) says so through

@@ -75,7 +75,7 @@ class MetaMethod(Method):
         return n1, total - n1
 
     def lm_args(self, steps: int, seed: int) -> Any:
-        from xbench.components.lm_stages import LMArgs
+        from xbench.stages.lm import LMArgs
 
         p = self.params
         return LMArgs(lr=p["lr"], batch_size=p["batch_size"], seq_len=p["seq_len"], max_steps=steps,
@@ -97,7 +97,7 @@ class MetaMethod(Method):
     # ------------------------------------------------------------------ stages
 
     def pools(self) -> dict[str, Any]:
-        from xbench.components.pools import method_pool
+        from xbench.data.slots import method_pool
 
         return {lang: method_pool(lang, self.ctx.data_dir, self.ctx.slots) for lang in self.languages()}
 
@@ -109,7 +109,7 @@ class MetaMethod(Method):
                "pools": [pools[lang].manifest() for lang in pools]}
 
         def build(out: Path, work: Path) -> dict[str, Any]:
-            from xbench.components.wordpiece import train_wordpiece, vocabulary_stats
+            from xbench.vocab.wordpiece import train_wordpiece, vocabulary_stats
             from xbench.runner.compute import StageRecord
 
             t0 = time.perf_counter()
@@ -139,7 +139,8 @@ class MetaMethod(Method):
         def build(out: Path, work: Path) -> dict[str, Any]:
             from transformers import AutoTokenizer
 
-            from xbench.components.lm_stages import blocks_by_language, init_model, state_sha256, train_lm
+            from xbench.stages.blocks import blocks_by_language
+            from xbench.stages.lm import init_model, state_sha256, train_lm
 
             tokenizer = AutoTokenizer.from_pretrained(tok_entry)
             args = self.lm_args(n1, self.params["pretrain_seed"])
@@ -181,13 +182,8 @@ class MetaMethod(Method):
         def build(out: Path, work: Path) -> dict[str, Any]:
             from transformers import AutoTokenizer
 
-            from xbench.components.lm_stages import (
-                blocks_by_language,
-                init_model,
-                load_lm,
-                state_sha256,
-                train_lm,
-            )
+            from xbench.stages.blocks import blocks_by_language
+            from xbench.stages.lm import init_model, load_lm, state_sha256, train_lm
 
             tokenizer = AutoTokenizer.from_pretrained(tok_entry)
             steps = n2 if variant == "meta" else n1 + n2
@@ -243,8 +239,8 @@ class MetaSingleMethod(MetaMethod):
 def retrieval_scores(model: Any, tokenizer: Any, langs: list[str], data_dir: str | Path | None) -> dict[str, Any]:
     """Tatoeba retrieval accuracy on each language's retrieval test lines (the last 20%, docs/data.md)."""
     from xbench.atomic import sha256_file
-    from xbench.components.pools import TATOEBA, TATOEBA_TRAIN_SHARE
-    from xbench.components.retrieval import retrieval_accuracy
+    from xbench.data.pools import TATOEBA, TATOEBA_TRAIN_SHARE
+    from xbench.metrics.retrieval import retrieval_accuracy
     from xbench.data.sources import data_roots
 
     roots = data_roots(data_dir)

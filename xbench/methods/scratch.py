@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from xbench import cache
-from xbench.components.source_models import resolve_source_model
+from xbench.models.source_models import resolve_source_model
 from xbench.methods.base import Encoder, Method, Param
 from xbench.results.transductive import pool_entries
 
@@ -39,7 +39,7 @@ class ScratchMethod(Method):
         return list(self.ctx.langs)
 
     def build_encoder(self, lang: str | None) -> Encoder:
-        from xbench.components.pools import build_pool
+        from xbench.data.pools import build_pool
 
         assert lang is not None
         src = resolve_source_model(self.ctx.model, self.ctx.data_dir)
@@ -55,7 +55,8 @@ class ScratchMethod(Method):
             import torch
             from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
-            from xbench.components.source_models import load_pretrained, pretrain_mlm
+            from xbench.loading import load_pretrained
+            from xbench.stages.lm import pretrain_mlm
 
             tokenizer = load_pretrained(AutoTokenizer, src.path)
             config = load_pretrained(AutoConfig, src.path)

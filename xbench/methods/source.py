@@ -1,7 +1,7 @@
 """Baseline `source`: the source model fine-tuned as it is, with its own tokenizer."""
 from __future__ import annotations
 
-from xbench.components.source_models import resolve_source_model
+from xbench.models.source_models import resolve_source_model
 from xbench.methods.base import Encoder, Method
 from xbench.results.transductive import pool_entries
 

@@ -1,4 +1,4 @@
-"""The averages a result reports, defined once: the pipeline (a result file's `scores.average` and
+"""The averages a result reports, defined once: the run (a result file's `scores.average` and
 `scores.averages`), the leaderboard and the regression check all call this module, so one run
 cannot show three different averages under one name.
 
@@ -16,12 +16,26 @@ else, and `average_units` in the result says so).
 """
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
-from xbench.tasktypes.extractive_qa import parse_unit
 
 LABELS = {"xlt": "XLT mean", "gxlt": "G-XLT mean", "card": "card average"}
+
+# A unit id names what one score column covers: a language, or an MLQA G-XLT cell "c=<context>,q=<question>".
+_CELL_RE = re.compile(r"^c=([^,=]+),q=([^,=]+)$")
+
+
+def unit_name(context: str, question: str) -> str:
+    """The unit id of a (context language, question language) pair."""
+    return context if context == question else f"c={context},q={question}"
+
+
+def parse_unit(unit: str) -> tuple[str, str]:
+    """(context language, question language) of a unit id; a plain language is a diagonal cell."""
+    m = _CELL_RE.match(unit)
+    return (m.group(1), m.group(2)) if m else (unit, unit)
 
 
 def is_diagonal(unit: str) -> bool:

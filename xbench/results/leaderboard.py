@@ -92,7 +92,7 @@ def _matched_baseline(row: Row, grp: list[Row]) -> Row | None:
 
 def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], metric: str,
                        average_excludes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    from xbench.tasktypes.extractive_qa import parse_unit
+    from xbench.results.averages import parse_unit
 
     rows = aggregate(results, metric)
     for row in rows.values():
@@ -289,7 +289,7 @@ def rich_tables(tables: list[dict[str, Any]]) -> list[Any]:
 
 
 def write_leaderboards(results_dir: Path, out_dir: Path, task: str | None = None) -> list[tuple[Path, list[dict[str, Any]]]]:
-    from xbench.registry import all_cards
+    from xbench.cards import all_cards
     from xbench.errors import XbenchError
     from xbench.results.schema import iter_results, path_component_problem
 

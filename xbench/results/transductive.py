@@ -13,7 +13,7 @@ from typing import Any
 
 
 def pool_entries(manifest: dict[str, Any] | None) -> list[str]:
-    """The entries of one pool manifest (components/pools.py: `lang` and the `transductive` sources)."""
+    """The entries of one pool manifest (data/pools.py: `lang` and the `transductive` sources)."""
     if not isinstance(manifest, dict):
         return []
     lang = manifest.get("lang")

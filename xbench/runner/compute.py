@@ -8,11 +8,46 @@ from typing import Any
 
 
 def parameter_counts(model: Any) -> dict[str, int]:
-    """total / trainable / non_embedding (docs/protocols.md), as the freezing utilities count them."""
-    from xbench.components.freezing import trainable_report
-
+    """total / trainable / non_embedding (docs/protocols.md, "What every stage records")."""
     report = trainable_report(model)
     return {k: report[k] for k in ("total", "trainable", "non_embedding")}
+
+
+def _embedding_params(model: Any) -> list[Any]:
+    from torch import nn
+
+    # Token, position, token-type and language embeddings are nn.Embedding modules in the
+    # architectures xbench uses; the output (un)embedding is whatever the model reports,
+    # tied or not (docs/protocols.md). An output bias is not a matrix and stays non-embedding.
+    found = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+    get_output = getattr(model, "get_output_embeddings", None)
+    out = get_output() if get_output is not None else None
+    if out is not None:
+        found.append(out.weight)
+    return list({id(p): p for p in found}.values())
+
+
+def non_embedding_parameter_count(model: Any) -> int:
+    """N_nonemb of docs/protocols.md, "What every stage records": all parameters except embedding matrices
+    and the output unembedding.
+
+    Each tensor is counted once, however many names it has.
+    """
+    emb_ids = {id(p) for p in _embedding_params(model)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in emb_ids)
+
+
+def trainable_report(model: Any) -> dict[str, int]:
+    """Parameter counts for the stage record: total, trainable, frozen, non_embedding."""
+    params = list(model.parameters())  # already deduplicated: tied tensors count once
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return {
+        "total": total,
+        "trainable": trainable,
+        "frozen": total - trainable,
+        "non_embedding": non_embedding_parameter_count(model),
+    }
 
 
 def peak_memory_bytes(device_type: str) -> int:

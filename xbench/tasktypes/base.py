@@ -1,4 +1,4 @@
-"""The task-type interface: what the pipeline needs from classification, QA, labelling, parsing.
+"""The task-type interface: what a run needs from classification, QA, labelling, parsing.
 
 A task card names its type; the type knows how to load a (language, split), turn examples into
 features, build a model with the right head, compute the training loss, predict and score.
@@ -9,24 +9,13 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xbench.atomic import canonical_json, hash_json, sha256_bytes
 from xbench.cache import cache_root
-from xbench.data.sources import Provenance
-from xbench.registry import TaskCard
-
-
-@dataclass
-class Split:
-    """Examples of one (language, split) with where they came from."""
-
-    lang: str
-    name: str
-    examples: list[Any]
-    provenance: Provenance
+from xbench.data.split import Split
+from xbench.cards import TaskCard
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

@@ -5,9 +5,9 @@ Evaluation units. A unit is what gets one score (one column of a leaderboard):
 * ``"de"``: question and context in German (MLQA's XLT cells, and every XQuAD/TyDiQA language);
 * ``"c=de,q=en"``: a German context with an English question (an MLQA G-XLT cell; only cards with
   ``params.g_xlt: true``, chosen with ``--question-langs``). A diagonal cell is always named by its
-  language alone, so XLT scores have the same name in XLT and G-XLT runs. :func:`parse_unit` and
-  :func:`unit_name` convert; they are cheap to import (torch is only imported by the methods that
-  need it).
+  language alone, so XLT scores have the same name in XLT and G-XLT runs. ``parse_unit`` and
+  ``unit_name`` (xbench/results/averages.py, where result files are read without any task type)
+  convert.
 
 Where data comes from is declared by the card: ``data.splits`` maps each split a protocol names to
 a source and the source's own split, and ``data.sources`` lists per source its local layouts
@@ -20,34 +20,23 @@ names the refused file and the card's note on what to do instead.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from xbench.atomic import hash_json
-from xbench.data.sources import Provenance, data_roots, no_data_message
+from xbench.data.resolve import Refused, local_then_hub, no_hub
+from xbench.data.sources import Provenance
 from xbench.data.squad import QAExample, read_squad
 from xbench.data.textfiles import memoised
-from xbench.errors import ConfigError, DataFormatError, DataNotFoundError, XbenchError
+from xbench.errors import ConfigError, DataFormatError, XbenchError
 from xbench.metrics.qa import SCHEMES
-from xbench.registry import TaskCard
+from xbench.cards import TaskCard
+from xbench.results.averages import parse_unit, unit_name
 from xbench.tasktypes.base import Split, TaskType, cached_features
 
 _MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
-_CELL_RE = re.compile(r"^c=([^,=]+),q=([^,=]+)$")
 _INT_PARAMS = {"max_length": 384, "doc_stride": 128, "max_query_length": 64, "n_best": 20, "max_answer_length": 30}
-
-
-def unit_name(context: str, question: str) -> str:
-    """The unit id of a (context language, question language) pair."""
-    return context if context == question else f"c={context},q={question}"
-
-
-def parse_unit(unit: str) -> tuple[str, str]:
-    """(context language, question language) of a unit id; a plain language is a diagonal cell."""
-    m = _CELL_RE.match(unit)
-    return (m.group(1), m.group(2)) if m else (unit, unit)
 
 
 def _nonempty_str(value: Any) -> bool:
@@ -319,42 +308,27 @@ def _load_source(source: dict[str, Any], split: str, context: str, question: str
     """Local layouts in card order, then the hub; files with blanked answers are refused."""
     layouts = [layout for layout in source.get("local") or [] if layout["split"] == split]
     duplicate_ids = source.get("duplicate_ids", "error")
-    roots = data_roots(data_dir)
-    tried: list[str] = []
-    refused: list[str] = []
-    if roots is not None:
-        rels = [_fill(layout["path"], context, question) for layout in layouts]
-        for rel in rels:
-            tried.extend(map(str, roots.candidates(rel)))
-        for i, path in roots.ordered(rels):
-            layout = layouts[i]
-            examples = memoised(read_squad, path, require_answers=False, duplicate_ids=duplicate_ids)
-            if _blanked(examples, path):
-                refused.append(f"{path}: its gold answers are blanked, so it cannot be scored or trained on"
-                               + (f"; {layout['note']}" if layout.get("note") else ""))
-                continue
-            return examples, Provenance("local", files=[roots.record(path)])
+
+    def read_local(i: int, path: Path) -> list[QAExample] | Refused:
+        examples = memoised(read_squad, path, require_answers=False, duplicate_ids=duplicate_ids)
+        if _blanked(examples, path):
+            note = layouts[i].get("note")
+            return Refused(f"{path}: its gold answers are blanked, so it cannot be scored or trained on"
+                           + (f"; {note}" if note else ""))
+        return examples
+
     hub = source.get("hub")
     hub_split = (hub or {}).get("splits", {}).get(split)
-    try:
-        if hub_split is None:
-            raise LookupError("the card names no hub dataset for this split")
-        return _from_hub(hub, hub_split, context, question)
-    except XbenchError:
-        raise
-    except Exception as exc:  # datasets raises many types for "offline" / "not reachable" / "no such config"
-        local_hint = " or ".join(_fill(layout["path"], context, question) for layout in layouts) or "(no local layout)"
-        hub_hint = None
-        if hub_split is not None:
-            name = _fill(hub.get("name") or "", context, question)
-            hub_hint = f"datasets.load_dataset('{hub['path']}', {name!r}, split='{hub_split}')"
-        msg = no_data_message(what, local_hint, hub_hint)
-        if refused:
-            msg += "\n  refused: " + "\n  refused: ".join(refused)
-        elif tried:
-            msg += "\n  looked for: " + ", ".join(tried)
-        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise DataNotFoundError(f"{msg}\n  ({type(exc).__name__}: {detail})") from None
+    hub_hint = None
+    if hub_split is not None:
+        hub_hint = (f"datasets.load_dataset('{hub['path']}', {_fill(hub.get('name') or '', context, question)!r}, "
+                    f"split='{hub_split}')")
+    return local_then_hub(
+        [_fill(layout["path"], context, question) for layout in layouts], read_local,
+        (lambda: _from_hub(hub, hub_split, context, question)) if hub_split is not None
+        else no_hub("the card names no hub dataset for this split"),
+        data_dir=data_dir, what=what, hub_hint=hub_hint,
+        local_hint=" or ".join(_fill(layout["path"], context, question) for layout in layouts) or "(no local layout)")
 
 
 def _from_hub(hub: dict[str, Any], hub_split: str, context: str, question: str) -> tuple[list[QAExample], Provenance]:

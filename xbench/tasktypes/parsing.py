@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xbench.components.biaffine import BiaffineParserHead
-from xbench.components.words import pool_words
+from xbench.models.heads.biaffine import BiaffineParserHead
+from xbench.vocab.words import pool_words
 from xbench.data.conllu_io import Sentence, read_conllu, universal_deprel, write_conllu
 from xbench.data.sources import Provenance, data_roots, local_file_record, no_data_message
 from xbench.data.textfiles import memoised

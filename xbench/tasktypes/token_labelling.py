@@ -1,6 +1,6 @@
 """Task type: token labelling (PAN-X / WikiANN NER). Metric: entity-level F1 (seqeval).
 
-Words come from the data file and are never re-tokenised (xbench.components.words). Each word's
+Words come from the data file and are never re-tokenised (xbench.vocab.words). Each word's
 label sits on its first subword piece; the other pieces carry -100 and are ignored by the loss,
 which is BERT's NER setup and XTREME's, so the head is a plain AutoModelForTokenClassification.
 
@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from xbench.data.panx import labels_are_scorable, read_panx
-from xbench.data.sources import Provenance, data_roots, no_data_message
+from xbench.data.resolve import local_then_hub, no_hub
+from xbench.data.sources import Provenance
 from xbench.data.textfiles import memoised
-from xbench.errors import DataNotFoundError, XbenchError
+from xbench.errors import XbenchError
 from xbench.tasktypes.base import Split, TaskType, cached_features
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -50,7 +51,7 @@ def encode_sentences(words: Sequence[Sequence[str]], tokenizer: Any, max_length:
     without it, it is left out and its index returned in the second value. ``where(i)`` names
     sentence ``i`` for error messages.
     """
-    from xbench.components.words import encode_words
+    from xbench.vocab.words import encode_words
 
     features: list[dict[str, Any]] = []
     skipped: list[int] = []
@@ -126,12 +127,9 @@ class TokenLabelling(TaskType):
     # ------------------------------------------------------------------ data
     def load(self, lang: str, split: str, data_dir: str | Path | None, *, for_eval: bool) -> Split:
         data = self.card.data
-        roots = data_roots(data_dir)
-        tried: list[str] = []
-        rels = [pattern.format(split=split, lang=lang) for pattern in data.get("local", [])] if roots is not None else []
-        for rel in rels:
-            tried.extend(map(str, roots.candidates(rel)))
-        for _, path in roots.ordered(rels)[:1] if roots is not None else []:
+        hub = data.get("hub")
+
+        def read_local(_: int, path: Path) -> list[tuple[list[str], list[str]]]:
             # read_panx checks every tag against IOB2 over PER/ORG/LOC, naming file and line.
             examples = memoised(read_panx, path, require_labels=True)
             # The reader knows PAN-X's tags; a card with another label set would otherwise fail
@@ -140,30 +138,21 @@ class TokenLabelling(TaskType):
             if unknown:
                 raise XbenchError(f"{path}: tags {unknown} are not in task '{self.card.name}''s label set "
                                   f"{self.labels}")
-            record = roots.record(path)
-            if for_eval:
-                self._scored[f"{lang}/{split}"] = f"local {record['path']}"
-            return Split(lang, split, examples, Provenance("local", files=[record]))
-        hub = data.get("hub")
-        try:
-            if hub is None:
-                raise ConnectionError("no hub source in the task card")
-            examples, prov = self._from_hub(hub, lang, split)
-        except XbenchError:
-            raise
-        except Exception as exc:  # datasets raises many types for "offline" / "no such config or split"
-            local_hint = " or ".join(p.format(split=split, lang=lang) for p in data.get("local", []))
-            hub_hint = f"datasets.load_dataset('{hub['path']}', '{lang}') split {split}" if hub else None
-            msg = no_data_message(f"{self.card.name} {lang}/{split}", local_hint, hub_hint)
-            if tried:
-                msg += "\n  looked for: " + ", ".join(tried)
-            if split == "test":
-                msg += ("\n  PAN-X test labels are not public in the shared data; the shared-data setting "
-                        "(--profile smoke) evaluates on the dev files")
-            msg += f"\n  ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
-            raise DataNotFoundError(msg) from None
+            return examples
+
+        notes = []
+        if split == "test":
+            notes.append("PAN-X test labels are not public in the shared data; the shared-data setting "
+                         "(--profile smoke) evaluates on the dev files")
+        examples, prov = local_then_hub(
+            [pattern.format(split=split, lang=lang) for pattern in data.get("local", [])], read_local,
+            (lambda: self._from_hub(hub, lang, split)) if hub is not None else no_hub("no hub source in the task card"),
+            data_dir=data_dir, what=f"{self.card.name} {lang}/{split}",
+            local_hint=" or ".join(p.format(split=split, lang=lang) for p in data.get("local", [])),
+            hub_hint=f"datasets.load_dataset('{hub['path']}', '{lang}') split {split}" if hub else None, notes=notes)
         if for_eval:
-            self._scored[f"{lang}/{split}"] = f"hub {prov.hub['path']}/{prov.hub['name']} {prov.hub['split']}"
+            self._scored[f"{lang}/{split}"] = (f"local {prov.files[0]['path']}" if prov.source == "local" else
+                                               f"hub {prov.hub['path']}/{prov.hub['name']} {prov.hub['split']}")
         return Split(lang, split, examples, prov)
 
     def _from_hub(self, hub: dict[str, Any], lang: str, split: str) -> tuple[list[tuple[list[str], list[str]]], Provenance]:

@@ -11,7 +11,7 @@ class ToyCopy(Method):
     parameters = {"copies": Param(1, low=1)}
 
     def build_encoder(self, lang: str | None) -> Encoder:
-        from xbench.components.source_models import resolve_source_model
+        from xbench.models.source_models import resolve_source_model
 
         src = resolve_source_model(self.ctx.model, self.ctx.data_dir)
         return Encoder(key=f"toy-copy:{src.name}:{src.weights_sha256 or 'hub'}", path=src.path,

@@ -1,7 +1,9 @@
-"""Source models: xbench's own tiny ones (built, cached by content hash) or any HF name/path.
+"""Source models: xbench's own tiny ones (built here, cached by content hash) or any HF name/path.
 
-The tiny models (docs/data.md, "Tiny source models"): built from a config, a WordPiece tokenizer trained on
-the language's pool, MLM-pretrained by the shared runner, built once per content hash.
+The tiny models (docs/data.md, "Tiny source models") share one table and one builder: a tokenizer
+learnt on the language's pool (WordPiece for the masked LMs, byte-level BPE for the causal ones), a
+model from the table's config, pretrained by the shared LM stage (stages/lm.py) through the runner.
+A model's architecture is its config's `model_type`.
 """
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from typing import Any
 from xbench import cache
 from xbench.errors import XbenchError
 
-CODE_VERSION = 3  # bump when the build procedure changes what a cached model contains
+CODE_VERSION = 4  # bump when the build procedure changes what a cached model contains
+
+_PRETRAIN = {"lr": 5e-4, "batch_size": 16, "seq_len": 64, "max_steps": 600, "warmup_steps": 30,
+             "weight_decay": 0.01, "seed": 0}
 
 TINY_MODELS: dict[str, dict[str, Any]] = {
     "xbench/tiny-en-bert": {
@@ -21,8 +26,14 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         "limit_alphabet": 1000,  # the en pool has ~160 distinct characters: a bound, not a cut
         "config": {"model_type": "bert", "num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 2,
                    "intermediate_size": 128, "max_position_embeddings": 512},
-        "pretrain": {"lr": 5e-4, "batch_size": 16, "seq_len": 64, "max_steps": 600, "warmup_steps": 30,
-                     "weight_decay": 0.01, "seed": 0},
+        "pretrain": dict(_PRETRAIN),
+    },
+    "xbench/tiny-en-gpt2": {
+        "lang": "en",
+        "vocab_size": 2000,
+        "config": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 256},
+        # The steps, batch, lr and warm-up of tiny-en-bert (docs/data.md, "Tiny source models").
+        "pretrain": dict(_PRETRAIN),
     },
 }
 
@@ -38,39 +49,41 @@ class SourceModel:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def bert_config(spec: dict[str, Any], vocab_size: int) -> Any:
-    from transformers import BertConfig
-
-    cfg = dict(spec)
-    cfg.pop("model_type", None)
-    return BertConfig(vocab_size=vocab_size, **cfg)
-
-
-def pretrain_mlm(model: Any, tokenizer: Any, lines: list[str], args: dict[str, Any], workdir: Path, *,
-                 name: str, resume: bool = True, max_tokens: int | None = None, seed: int | None = None) -> Any:
-    """MLM on packed blocks of `lines` through the shared LM stage (lm_stages.train_lm); returns the FitResult."""
-    from xbench.components.lm_stages import LMArgs, packed_blocks, train_lm
-
-    lm_args = LMArgs.from_dict({**args, "seed": args.get("seed", 0) if seed is None else seed})
-    plan = packed_blocks(tokenizer, lines, "mlm", seq_len=lm_args.seq_len, batch_size=lm_args.batch_size,
-                         seed=lm_args.seed)
-    return train_lm(model, plan, "mlm", tokenizer, lm_args, workdir, name=name, max_tokens=max_tokens,
-                    resume=resume).fit
+def _architecture(name: str, spec: dict[str, Any]) -> str:
+    arch = spec["config"].get("model_type")
+    if arch not in ("bert", "gpt2"):
+        raise XbenchError(f"tiny model '{name}': config.model_type must be 'bert' or 'gpt2', got {arch!r}")
+    return arch
 
 
-def _tiny_spec(name: str) -> dict[str, Any] | None:
-    if name in TINY_MODELS:
-        return TINY_MODELS[name]
-    if name.startswith("xbench/"):
-        from xbench.components.lm_stages import TINY_CAUSAL_MODELS
+def _tokenizer(arch: str, spec: dict[str, Any], lines: list[str]) -> Any:
+    if arch == "bert":
+        from xbench.vocab.wordpiece import train_wordpiece
 
-        return TINY_CAUSAL_MODELS.get(name)
-    return None
+        return train_wordpiece(lines, spec["vocab_size"], limit_alphabet=spec["limit_alphabet"])
+    from xbench.vocab.bpe import train_byte_bpe
+
+    return train_byte_bpe(lines, spec["vocab_size"], model_max_length=spec["config"]["n_positions"])
+
+
+def _model(arch: str, spec: dict[str, Any], tokenizer: Any) -> Any:
+    """The untrained model, seeded by the table's pretraining seed without touching the caller's RNG."""
+    from transformers import BertConfig, GPT2Config
+
+    from xbench.stages.lm import init_model
+
+    cfg = {k: v for k, v in spec["config"].items() if k != "model_type"}
+    if arch == "bert":
+        return init_model(BertConfig(vocab_size=len(tokenizer), architectures=["BertForMaskedLM"], **cfg), "mlm",
+                          spec["pretrain"]["seed"])
+    return init_model(GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, architectures=["GPT2LMHeadModel"], **cfg),
+                      "clm", spec["pretrain"]["seed"])
 
 
 def _tiny_pool(name: str, spec: dict[str, Any], data_dir: str | Path | None) -> Any:
     """The text pool a tiny model is built from, with one message saying why that text is needed."""
-    from xbench.components.pools import build_pool, pool_text_files
+    from xbench.data.pools import build_pool, pool_text_files
     from xbench.errors import DataNotFoundError
 
     try:
@@ -91,7 +104,7 @@ def source_text(name: str, data_dir: str | Path | None = None) -> dict[str, Any]
     The hash is taken of the files' relative paths and contents (not of their roots), so a model built
     from other text gets another `source_text_hash` in the result; None for models xbench does not build.
     """
-    spec = _tiny_spec(name)
+    spec = TINY_MODELS.get(name)
     if spec is None:
         return None
     from xbench.data.sources import data_hash
@@ -101,31 +114,38 @@ def source_text(name: str, data_dir: str | Path | None = None) -> dict[str, Any]
 
 
 def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) -> SourceModel:
+    arch = _architecture(name, spec)
     pool = _tiny_pool(name, spec, data_dir)
     key = {"model": name, "code_version": CODE_VERSION, "spec": spec, "pool": pool.manifest()}
 
     def build(out: Path, work: Path) -> dict[str, Any]:
-        from transformers import AutoTokenizer, BertForMaskedLM
+        from transformers import AutoTokenizer
 
         from xbench.atomic import reuse_or_clear, save_pretrained_atomic
-        from xbench.components.wordpiece import train_wordpiece, vocabulary_stats
+        from xbench.stages.blocks import packed_blocks
+        from xbench.stages.lm import LMArgs, train_lm
+        from xbench.vocab.wordpiece import vocabulary_stats
 
         tok_dir = work / "tokenizer"
-        # The trainer is not deterministic: reuse a saved one, if it was saved whole.
+        # A tokenizer saved whole by an interrupted build is reused; a half-written one is cleared.
         if reuse_or_clear(tok_dir, also=(work / "run",)):
             tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         else:
-            tokenizer = train_wordpiece(pool.lines, spec["vocab_size"], limit_alphabet=spec["limit_alphabet"])
+            tokenizer = _tokenizer(arch, spec, pool.lines)
             save_pretrained_atomic(tokenizer, tok_dir)
-        import torch
-
-        torch.manual_seed(spec["pretrain"]["seed"])
-        model = BertForMaskedLM(bert_config(spec["config"], len(tokenizer)))
-        fit = pretrain_mlm(model, tokenizer, pool.lines, spec["pretrain"], work / "run", name=f"pretrain {name}")
+        model = _model(arch, spec, tokenizer)
+        objective = "mlm" if arch == "bert" else "clm"
+        args = LMArgs.from_dict(spec["pretrain"])
+        plan = packed_blocks(tokenizer, pool.lines, objective, seq_len=args.seq_len, batch_size=args.batch_size,
+                             seed=args.seed)
+        fit = train_lm(model, plan, objective, tokenizer, args, work / "run", name=f"pretrain {name}",
+                       role="source").fit
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        return {"stages": [fit.record.to_dict()], "pool": pool.manifest(),
-                "tokenizer": {**vocabulary_stats(tokenizer), "limit_alphabet": spec["limit_alphabet"]},
+        vocab = vocabulary_stats(tokenizer, "wordpiece" if arch == "bert" else "bpe")
+        if "limit_alphabet" in spec:
+            vocab["limit_alphabet"] = spec["limit_alphabet"]
+        return {"stages": [fit.record.to_dict()], "pool": pool.manifest(), "tokenizer": vocab,
                 "final_loss": sum(fit.losses[-20:]) / min(20, len(fit.losses))}
 
     path = cache.get_or_build("source-models", key, build)
@@ -135,39 +155,9 @@ def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) ->
     manifest = entry["manifest"]
     # The pretraining stage carries the vocabulary it trained (size, alphabet): the result's compute
     # record then says what the source model's tokenizer is.
-    stages = [{**s, "extra": {**s.get("extra", {}), "tokenizer": manifest["tokenizer"]}} if "tokenizer" in manifest
-              else s for s in manifest["stages"]]
+    stages = [{**s, "extra": {**s.get("extra", {}), "tokenizer": manifest["tokenizer"]}} for s in manifest["stages"]]
     return SourceModel(name, str(path), stages=stages,
                        weights_sha256=sha256_file(path / "model.safetensors"), manifest=manifest)
-
-
-def load_pretrained(loader: Any, path: str, **kwargs: Any) -> Any:
-    """`loader.from_pretrained(path)` with one clear message when neither a local copy nor the hub has it."""
-    from xbench.data.sources import hub_offline
-
-    kind = getattr(loader, "__name__", str(loader))
-    is_model = "Tokenizer" not in kind and "Config" not in kind
-    if Path(path).expanduser().is_dir():
-        # transformers reports a folder without config.json as an unknown model type, and would load a
-        # pytorch_model.bin by unpickling it; say what is missing instead, and never unpickle.
-        from xbench.errors import ConfigError
-        from xbench.preflight import model_folder_problems
-
-        problems = model_folder_problems(Path(path).expanduser(), config="Tokenizer" not in kind, weights=is_model,
-                                         tokenizer="Tokenizer" in kind)
-        if problems:
-            raise ConfigError(problems, source=f"cannot load '{path}' with {kind}")
-    if is_model:
-        kwargs.setdefault("use_safetensors", True)
-    try:
-        return loader.from_pretrained(path, **kwargs)
-    except OSError as exc:
-        where = "offline mode is on (HF_HUB_OFFLINE)" if hub_offline() else "the hub was not reachable"
-        raise XbenchError(
-            f"cannot load '{path}' with {getattr(loader, '__name__', loader)}: it is not a local model directory, it "
-            f"is not in the local Hugging Face cache, and {where}. Pass --model <local directory>, download it "
-            f"first (huggingface-cli download {path}), or use --profile smoke (xbench's own tiny models). "
-            f"({str(exc).splitlines()[0][:160]})") from None
 
 
 def resolve_source_model(name: str, data_dir: str | Path | None = None) -> SourceModel:

@@ -1,9 +1,9 @@
 """Biaffine dependency parser head (Dozat & Manning, ICLR 2017).
 
-Word representations (first-subword pooled, see :mod:`xbench.components.words`) go through four
+Word representations (first-subword pooled, see :mod:`xbench.vocab.words`) go through four
 MLPs (arc-dep, arc-head, label-dep, label-head). A learned ROOT vector is prepended so position 0
 is ROOT and position ``i`` is word ``i``, matching CoNLL-U ids. Arc scores are laid out
-``[batch, dependent, head]`` as in :mod:`xbench.components.mst`.
+``[batch, dependent, head]`` as in :mod:`xbench.models.heads.mst`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xbench.components.mst import chu_liu_edmonds, eisner
+from xbench.models.heads.mst import chu_liu_edmonds, eisner
 
 __all__ = ["Biaffine", "BiaffineParserHead"]
 

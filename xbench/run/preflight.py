@@ -2,7 +2,7 @@
 
 `resolve()` checks names (task, method, profile, languages); this checks what those names point
 to: every data file the run will read (training, selection and evaluation splits of every language
-and evaluation unit, exactly as the run resolves them, see `pipeline.DataPlan`), the task type's own
+and evaluation unit, exactly as the run resolves them, see `run.request.DataPlan`), the task type's own
 checks on them (labels, placeholders, blanked answers, trees), the method's parameters, and a local
 --model folder. Every problem is collected and raised as one ConfigError, so a missing test file or
 a malformed training label costs seconds, not a source model and a fine-tuning.
@@ -13,22 +13,15 @@ follows does not parse them again. Nothing here imports torch unless the task ty
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from xbench.errors import ConfigError, XbenchError
 
-# Weights a model folder may hold that xbench refuses: loading them unpickles, which can run code.
-PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
-                   "sentencepiece.bpe.model", "tokenizer.model")
 
 
 def preflight(rr: Any) -> None:
-    """Raise one ConfigError listing every problem of the resolved run `rr` (a pipeline.ResolvedRun)."""
+    """Raise one ConfigError listing every problem of the resolved run `rr` (a run.request.ResolvedRun)."""
     problems = run_problems(rr)
     if problems:
         raise ConfigError(problems, source="xbench run (checked before any work)")
@@ -48,7 +41,7 @@ def run_problems(rr: Any) -> list[str]:
     except XbenchError as exc:
         problems += _messages(exc)
     else:
-        from xbench.components.pools import pool_problem
+        from xbench.data.pools import pool_problem
 
         slot_problems, filled = _slot_problems(rr, method)
         problems += slot_problems
@@ -93,9 +86,8 @@ def _slot_problems(rr: Any, method: Any) -> tuple[list[str], set[str]]:
 
 def data_problems(rr: Any, method_scope: str) -> list[str]:
     """Load every split the run will load, in the run's order, with a task type of its own."""
-    from xbench.pipeline import data_plan
-
     from xbench.data.slots import bind_task_slots, task_slot
+    from xbench.run.request import data_plan
 
     slots = getattr(rr, "slots", None)
     try:
@@ -120,10 +112,10 @@ def data_problems(rr: Any, method_scope: str) -> list[str]:
 def model_problems(model: str, data_dir: str | Path | None = None) -> list[str]:
     """Problems with --model: an xbench name it cannot build, a path that is no folder, a folder that
     is not a loadable model. A hub name is left to the loader, which says clearly when it is offline."""
-    from xbench.components.source_models import TINY_MODELS
+    from xbench.models.source_models import TINY_MODELS
 
     if model in TINY_MODELS:
-        from xbench.components.source_models import source_text
+        from xbench.models.source_models import source_text
 
         try:
             source_text(model, data_dir)  # the English text it is built from must be there (data roots only)
@@ -134,51 +126,14 @@ def model_problems(model: str, data_dir: str | Path | None = None) -> list[str]:
         return [f"--model {model}: unknown xbench model; xbench builds: {', '.join(TINY_MODELS)}"]
     path = Path(model).expanduser()
     if path.is_dir():
+        from xbench.loading import model_folder_problems
+
         return [f"--model {p}" for p in model_folder_problems(path)]
     if path.exists():
         return [f"--model {model}: is a file; expected a model folder (config.json, tokenizer files, "
                 "model.safetensors) or a Hugging Face hub name"]
     if model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model:
         return [f"--model {model}: no such folder (a hub name is written owner/name)"]
-    return []
-
-
-def model_folder_problems(folder: Path, *, config: bool = True, weights: bool = True,
-                          tokenizer: bool = True) -> list[str]:
-    """What a local model folder lacks for the parts asked for; [] when it can be loaded."""
-    problems: list[str] = []
-    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    if config:
-        cfg = folder / "config.json"
-        if not cfg.is_file():
-            problems.append(f"{folder} has no config.json; a model folder is what save_pretrained writes "
-                            "(config.json, tokenizer files, model.safetensors)")
-        else:
-            problems += _config_problems(cfg)
-    if weights and not names & set(SAFE_WEIGHTS) and not any(n.startswith("model-") and n.endswith(".safetensors")
-                                                              for n in names):
-        pickled = sorted(n for n in names if n in PICKLE_WEIGHTS or n.endswith(PICKLE_SUFFIXES))
-        if pickled:
-            problems.append(f"{folder} holds only pickle checkpoint(s) ({', '.join(pickled)}); xbench loads only "
-                            "safetensors weights (model.safetensors), because unpickling a file can run code. "
-                            "Convert it where you trust it: AutoModel.from_pretrained(folder)"
-                            ".save_pretrained(folder, safe_serialization=True)")
-        else:
-            problems.append(f"{folder} has no model weights (model.safetensors)")
-    if tokenizer and not names & set(TOKENIZER_FILES):
-        problems.append(f"{folder} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
-    return problems
-
-
-def _config_problems(path: Path) -> list[str]:
-    try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return [f"{path}: not a valid JSON config ({exc})"]
-    except OSError as exc:
-        return [f"{path}: cannot read: {exc.strerror or exc}"]
-    if not isinstance(raw, dict) or not isinstance(raw.get("model_type"), str):
-        return [f"{path}: field 'model_type' is missing (expected a transformers config, e.g. \"model_type\": \"bert\")"]
     return []
 
 

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from xbench.components.merges import greedy_merges
+from xbench.vocab.merges import greedy_merges
 from xbench.errors import ConfigError
 
 EOS = "<|endoftext|>"  # GPT-2's single special token: beginning, end and unknown at once
@@ -42,7 +42,7 @@ def learn_merges(word_counts: dict[str, int], num_merges: int, *,
     """Up to `num_merges` BPE merges over words spelt in byte symbols.
 
     Deterministic: the best pair has the highest count, then the smallest (left, right) strings
-    (components/merges.py).
+    (vocab/merges.py).
     """
     words: list[list[str]] = []
     counts: list[int] = []

@@ -137,12 +137,12 @@ def build_pool(lang: str, data_dir: str | Path | None = None, *, include_xquad: 
     if not candidates:
         raise DataNotFoundError(f"no text for language '{lang}' in the data roots {roots.describe()}: looked for "
                                 f"{', '.join(pool_text_files(lang, include_xquad))}")
-    _fill(pool, [(source, roots.record(path), lines) for source, path, lines in candidates],
+    fill_pool(pool, [(source, roots.record(path), lines) for source, path, lines in candidates],
           evaluation_texts(roots, lang))
     return pool
 
 
-def _fill(pool: TextPool, candidates: list[tuple[str, dict[str, str], list[str]]], banned: set[str]) -> None:
+def fill_pool(pool: TextPool, candidates: list[tuple[str, dict[str, str], list[str]]], banned: set[str]) -> None:
     """Add each candidate's normalised lines to `pool`, dropping empty lines, evaluation sentences and
     duplicates, and counting what was dropped."""
     seen: set[str] = set()
@@ -162,36 +162,6 @@ def _fill(pool: TextPool, candidates: list[tuple[str, dict[str, str], list[str]]
                 pool.lines.append(norm)
                 kept += 1
         pool.sources[source] = pool.sources.get(source, 0) + kept
-
-
-def slot_pool(lang: str, spec: Any, data_dir: str | Path | None = None) -> TextPool:
-    """The `<lang>` pool of a paper-profile run from its filled `mono_<lang>` slot (docs/protocols.md, "Data
-    slots"): the slot's lines, with the same hygiene as a shared-data pool: sentences of the evaluation
-    splits in the data roots are dropped, as are duplicates."""
-    from xbench.data.slots import read_mono
-
-    lines, record = read_mono(spec)
-    roots = data_roots(data_dir)
-    pool = TextPool(lang, [])
-    file_record = record["files"][0] if record.get("files") else {"hub": record["hub"]}
-    _fill(pool, [(f"slot:{spec.name}", file_record, lines)], evaluation_texts(roots, lang) if roots else set())
-    return pool
-
-
-def method_pool(lang: str, data_dir: str | Path | None, slots: Any) -> TextPool:
-    """The text pool a method's pretraining reads for `lang`: the `mono_<lang>` slot where the run's
-    profile reads slots (the paper profile), else (or, with --allow-fallback, for an unfilled slot) the
-    shared-data pool."""
-    if slots is None or not slots.active:
-        return build_pool(lang, data_dir)
-    spec = slots.get(f"mono_{lang}")
-    if spec is not None:
-        return slot_pool(lang, spec, data_dir)
-    if slots.allow_fallback:
-        return build_pool(lang, data_dir)
-    from xbench.data.slots import missing_message
-
-    raise ConfigError(missing_message(f"mono_{lang}", "this method's pretraining"))
 
 
 def _pool_files(roots: DataRoots, lang: str, include_xquad: bool) -> list[tuple[str, Path]]:
@@ -276,7 +246,7 @@ def build_parallel(lang: str, data_dir: str | Path | None = None, *, max_ratio: 
     side in an evaluation split of its language. Cutting sides to a subword length is left to the
     stage that tokenises them.
     """
-    from xbench.components.pretokenize import words
+    from xbench.vocab.pretokenize import words
 
     if lang == "en":
         raise ConfigError("parallel pairs are English–xx; the target language cannot be English")

@@ -1,5 +1,5 @@
-"""Freezing utilities and parameter accounting (docs/methods/README.md, "Shared building blocks";
-docs/protocols.md, "What every stage records").
+"""Freezing utilities (docs/methods/README.md, "Shared building blocks"). Parameter counting, which the
+runner records for every stage, is xbench/runner/compute.py (re-exported here).
 
 Patterns are `fnmatch` globs on parameter names as `named_parameters()` spells them; tied
 parameters answer to every name they have (e.g. both `bert.embeddings.word_embeddings.weight`
@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from xbench.errors import ConfigError
+from xbench.runner.compute import non_embedding_parameter_count, trainable_report
 
 __all__ = [
     "assert_unchanged",
@@ -54,41 +55,6 @@ def freeze(model: nn.Module, patterns: str | Iterable[str]) -> list[str]:
 def unfreeze(model: nn.Module, patterns: str | Iterable[str]) -> list[str]:
     """Set `requires_grad=True` on every parameter matching a pattern; returns the names matched."""
     return _set_requires_grad(model, patterns, True)
-
-
-def _embedding_params(model: nn.Module) -> list[nn.Parameter]:
-    # Token, position, token-type and language embeddings are nn.Embedding modules in the
-    # architectures xbench uses; the output (un)embedding is whatever the model reports,
-    # tied or not (docs/protocols.md). An output bias is not a matrix and stays non-embedding.
-    found = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
-    get_output = getattr(model, "get_output_embeddings", None)
-    out = get_output() if get_output is not None else None
-    if out is not None:
-        found.append(out.weight)
-    return list({id(p): p for p in found}.values())
-
-
-def non_embedding_parameter_count(model: nn.Module) -> int:
-    """N_nonemb of docs/protocols.md, "What every stage records": all parameters except embedding matrices
-    and the output unembedding.
-
-    Each tensor is counted once, however many names it has.
-    """
-    emb_ids = {id(p) for p in _embedding_params(model)}
-    return sum(p.numel() for p in model.parameters() if id(p) not in emb_ids)
-
-
-def trainable_report(model: nn.Module) -> dict[str, int]:
-    """Parameter counts for the stage record: total, trainable, frozen, non_embedding."""
-    params = list(model.parameters())  # already deduplicated: tied tensors count once
-    total = sum(p.numel() for p in params)
-    trainable = sum(p.numel() for p in params if p.requires_grad)
-    return {
-        "total": total,
-        "trainable": trainable,
-        "frozen": total - trainable,
-        "non_embedding": non_embedding_parameter_count(model),
-    }
 
 
 def _bitwise_equal(a: Tensor, b: Tensor) -> bool:

@@ -1,4 +1,4 @@
-"""Language-model objectives (docs/methods/README.md, "Shared building blocks"): MLM with 80/10/10 corruption, and CLM.
+"""Masked-LM objective (docs/methods/README.md, "Shared building blocks"): MLM with 80/10/10 corruption.
 
 Masking draws from the runner's per-step generator, never the global RNG, so a resumed run
 masks exactly the same positions as an uninterrupted one.
@@ -64,61 +64,3 @@ class MLMObjective:
         loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)).float(), labels.view(-1),
                                                  ignore_index=-100)
         return {"mlm": loss}
-
-
-class CLMObjective:
-    """L_CLM: next-token cross-entropy, -100 at padding, token-level mean."""
-
-    def __call__(self, model: torch.nn.Module, batch: dict[str, Any], ctx: Any) -> dict[str, torch.Tensor]:
-        ids = batch["input_ids"]
-        mask = batch.get("attention_mask")
-        out = model(input_ids=ids, attention_mask=mask)
-        logits = out.logits[:, :-1]
-        labels = ids[:, 1:].clone()
-        if mask is not None:
-            labels[mask[:, 1:] == 0] = -100
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
-                                                 ignore_index=-100)
-        return {"clm": loss}
-
-
-class PackedBlocks:
-    """A batch plan over text packed into fixed-length blocks: no padding at all.
-
-    Lines are tokenised without specials, concatenated with [SEP] between documents, cut into
-    blocks of seq_len - 2 and wrapped as [CLS] block [SEP]. Block order is reshuffled per epoch.
-    """
-
-    def __init__(self, token_ids: list[list[int]], *, seq_len: int, batch_size: int, seed: int,
-                 cls_id: int | None, sep_id: int | None) -> None:
-        import numpy as np
-
-        body = seq_len - (cls_id is not None) - (sep_id is not None)
-        stream: list[int] = []
-        for ids in token_ids:
-            stream.extend(ids)
-            if sep_id is not None:
-                stream.append(sep_id)
-        n_blocks = len(stream) // body
-        if n_blocks < batch_size:
-            raise ValueError(f"only {n_blocks} blocks of {seq_len} tokens; need at least one batch of {batch_size}")
-        arr = np.asarray(stream[: n_blocks * body], dtype=np.int64).reshape(n_blocks, body)
-        pre = [np.full((n_blocks, 1), cls_id)] if cls_id is not None else []
-        post = [np.full((n_blocks, 1), sep_id)] if sep_id is not None else []
-        self.blocks = np.concatenate(pre + [arr] + post, axis=1)
-        self.seed, self.batch_size = seed, batch_size
-
-    @property
-    def tokens_per_batch(self) -> int:
-        return self.batch_size * self.blocks.shape[1]
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        import numpy as np
-
-        order = np.random.default_rng([self.seed, epoch, 7]).permutation(len(self.blocks))
-        usable = len(order) - len(order) % self.batch_size
-        return [order[i:i + self.batch_size].tolist() for i in range(0, usable, self.batch_size)]
-
-    def collate(self, item: list[int]) -> dict[str, torch.Tensor]:
-        ids = torch.from_numpy(self.blocks[item])
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

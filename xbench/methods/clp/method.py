@@ -115,7 +115,7 @@ class ClpMethod(Method):
         return int(p["budget_tokens"] or p["steps"] * p["batch_size"] * p["seq_len"])
 
     def lm_args(self, steps: int) -> Any:
-        from xbench.components.lm_stages import LMArgs
+        from xbench.stages.lm import LMArgs
 
         p = self.params
         return LMArgs(lr=p["lr"], batch_size=p["batch_size"], seq_len=p["seq_len"], max_steps=steps,
@@ -126,10 +126,11 @@ class ClpMethod(Method):
         if self._source is None:
             from transformers import AutoConfig
 
-            from xbench.components.lm_stages import lm_objective_of, resolve_lm_source
-            from xbench.components.source_models import load_pretrained
+            from xbench.loading import load_pretrained
+            from xbench.models.source_models import resolve_source_model
+            from xbench.stages.lm import lm_objective_of
 
-            src = resolve_lm_source(self.ctx.model, self.ctx.data_dir)
+            src = resolve_source_model(self.ctx.model, self.ctx.data_dir)
             self._source = (src, lm_objective_of(load_pretrained(AutoConfig, src.path)))
         return self._source
 
@@ -146,9 +147,9 @@ class ClpMethod(Method):
             return self._targets[lang]
         from transformers import AutoTokenizer
 
-        from xbench.components.lm_stages import heldout_split
-        from xbench.components.pools import method_pool
-        from xbench.components.source_models import load_pretrained
+        from xbench.stages.blocks import heldout_split
+        from xbench.data.slots import method_pool
+        from xbench.loading import load_pretrained
 
         src, objective = self.source()
         family = tokenizer_family(load_pretrained(AutoTokenizer, src.path))
@@ -172,9 +173,10 @@ class ClpMethod(Method):
             from transformers import AutoTokenizer, BertConfig, GPT2Config
 
             from xbench.atomic import reuse_or_clear, save_pretrained_atomic
-            from xbench.components.bpe import train_byte_bpe
-            from xbench.components.lm_stages import init_model, packed_blocks, train_lm
-            from xbench.components.wordpiece import train_wordpiece, vocabulary_stats
+            from xbench.vocab.bpe import train_byte_bpe
+            from xbench.stages.blocks import packed_blocks
+            from xbench.stages.lm import init_model, train_lm
+            from xbench.vocab.wordpiece import train_wordpiece, vocabulary_stats
             from xbench.runner.compute import StageRecord
 
             t0 = time.perf_counter()
@@ -252,7 +254,8 @@ class ClpMethod(Method):
         def build(out: Path, work: Path) -> dict[str, Any]:
             from transformers import AutoTokenizer
 
-            from xbench.components.lm_stages import PerplexityEval, packed_blocks, train_lm
+            from xbench.stages.blocks import packed_blocks
+            from xbench.stages.lm import PerplexityEval, train_lm
             from xbench.runner.compute import StageRecord
 
             helper_tok = AutoTokenizer.from_pretrained(t.helper)
@@ -304,8 +307,8 @@ class ClpMethod(Method):
         """The model a variant starts its transfer stage from, and CLP's report where there is one."""
         from transformers import AutoConfig, AutoTokenizer
 
-        from xbench.components.lm_stages import init_model, load_lm
-        from xbench.components.source_models import load_pretrained
+        from xbench.stages.lm import init_model, load_lm
+        from xbench.loading import load_pretrained
 
         p = self.params
         if variant == "scratch":
@@ -316,7 +319,7 @@ class ClpMethod(Method):
         source = load_lm(t.source.path, t.objective)
         source_tok = load_pretrained(AutoTokenizer, t.source.path)
         if variant == "clp":
-            from xbench.components.initializers import clp_transfer
+            from xbench.models.initializers import clp_transfer
 
             helper = load_lm(str(t.helper), t.objective)
             model, report = clp_transfer(source, source_tok, helper, helper_tok, init_output=p["init_output"],
@@ -357,7 +360,7 @@ def _with_random_embeddings(source: Any, source_tok: Any, target_tok: Any, schem
     """
     import torch
 
-    from xbench.components.initializers import random_init
+    from xbench.models.initializers import random_init
 
     target = copy.deepcopy(source)
     with torch.random.fork_rng(devices=[]):  # the resized rows are overwritten: keep the caller's RNG
