@@ -90,11 +90,29 @@ def _matched_baseline(row: Row, grp: list[Row]) -> Row | None:
     return (same or candidates or [None])[0]
 
 
+def _paired(row: Row, base: Row, units: list[str], metric: str,
+            by_path: dict[Any, dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+    """The paired test of a row against its baseline (results/significance.py), or why there is none."""
+    from xbench.errors import XbenchError
+    from xbench.results.significance import compare_results
+
+    if any(p not in by_path for p in [*row.paths.values(), *base.paths.values()]):
+        return None, None  # rows built from results not read from files: nothing to pair
+    try:
+        tests = compare_results({s: by_path[p] for s, p in row.paths.items()},
+                                {s: by_path[p] for s, p in base.paths.items()}, units, metric,
+                                what=f"{row.method} vs {base.method}")
+    except XbenchError as exc:
+        return None, f"no paired test: {str(exc).splitlines()[0]}"
+    return {u: t.to_dict() for u, t in tests.items()}, None
+
+
 def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], metric: str,
                        average_excludes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     from xbench.results.averages import parse_unit
 
     rows = aggregate(results, metric)
+    by_path = {r.get("_path"): r for r in results}
     for row in rows.values():
         row.excludes.update(average_excludes)
     groups: dict[tuple[str, str, str, str], list[Row]] = {}
@@ -121,14 +139,18 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
             stats = {lang: r.stats(lang) for lang in langs}
             avgs = {name: r.average(sets[name]) for name, _ in avg_cols}
             avg = avgs.get(card)
-            delta, base = None, _matched_baseline(r, grp)
+            delta, base, paired, paired_note = None, _matched_baseline(r, grp), None, None
             if base is not None and avg is not None:
                 b_avg = base.average(sets[card])
                 delta = None if b_avg is None else avg.mean - b_avg.mean
+                if delta is not None:
+                    paired, paired_note = _paired(r, base, sets[card], metric, by_path)
             notes = [n for n in (r.average_note(sets[name], "avg" if len(avg_cols) == 1 else LABELS[name])
                                  for name, _ in avg_cols) if n]
+            if paired_note:
+                notes.append(paired_note)
             body.append({"row": r, "cells": stats, "avgs": avgs, "avg": avg, "delta": delta,
-                         "delta_vs": base.method if base is not None else None,
+                         "delta_vs": base.method if base is not None else None, "paired": paired,
                          "flags": sorted(set(r.all_flags()) | set(notes))})
         best: dict[str, float] = {}
         for col in [*langs, *(name for name, _ in avg_cols)]:
@@ -174,7 +196,10 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
              "`Δ vs scratch` compares the card average (the G-XLT mean where there is one, else the XLT mean) "
              "with the method's matched scratch baseline in the same table "
              "(named when it is not plain `scratch`: `scratch-clp` has CLP's tokenizer, data and tokens, "
-             "`meta-single` is meta-pretraining's single-phase run). "
+             "`meta-single` is meta-pretraining's single-phase run), with its 95% interval from a paired "
+             "bootstrap over the test examples and seeds, `*` where the interval excludes 0; the table below "
+             "each leaderboard gives the interval and a paired permutation p-value per language "
+             "(xbench/results/significance.py). "
              "Compute is the mean per seed, summed over the row's encoders (a per-language method builds one "
              "per language): estimated FLOPs (6 × non-embedding parameters × tokens), training tokens and "
              "wall seconds, and the device they ran on. Source pretraining is the source model's own cost when "
@@ -207,6 +232,7 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
                                              ",".join(sorted(r.eval_splits)), ",".join(map(str, r.seeds)),
                                              ", ".join(b["flags"]).replace("|", "\\|")]) + " |")
         lines.append("")
+        lines += _paired_markdown(t)
         for m in t["matrices"]:
             lines += _matrix_markdown(m)
         if t["reports"]:
@@ -224,7 +250,35 @@ def _delta(b: dict[str, Any]) -> str:
     if b["delta"] is None:
         return "–"
     vs = "" if b["delta_vs"] == "scratch" else f" vs {b['delta_vs']}"
-    return f"{100 * b['delta']:+.1f}{vs}"
+    paired = (b.get("paired") or {}).get("avg")
+    if paired is None:
+        return f"{100 * b['delta']:+.1f}{vs}"
+    lo, hi = paired["ci95"]
+    mark = " *" if paired["significant"] else ""
+    return f"{100 * b['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}{vs}"
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def _paired_markdown(t: dict[str, Any]) -> list[str]:
+    """Per language and on the card average: Δ, 95% interval and p-value of each row's paired test."""
+    tested = [b for b in t["body"] if b.get("paired")]
+    if not tested:
+        return []
+    units = [u for u in [*t["langs"], "avg"] if any(u in b["paired"] for b in tested)]
+    lines = ["Paired tests against the matched baseline (Δ ×100 [95% paired-bootstrap interval], permutation "
+             "p-value; `*`: the interval excludes 0; `avg` is the card average):", "",
+             "| Method | vs | " + " | ".join(units) + " |", "|---|---|" + "---:|" * len(units)]
+    for b in tested:
+        cells = []
+        for u in units:
+            d = b["paired"].get(u)
+            cells.append("–" if d is None else f"{100 * d['delta']:+.1f} [{100 * d['ci95'][0]:+.1f}, "
+                         f"{100 * d['ci95'][1]:+.1f}] {_p(d['p_value'])}{' *' if d['significant'] else ''}")
+        lines.append(f"| {b['row'].method} | {b['delta_vs']} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _matrix_markdown(m: dict[str, Any]) -> list[str]:
