@@ -230,9 +230,9 @@ def _print_run_table(console, paths: list[Path]) -> None:
 def leaderboard(
     task: Annotated[Optional[str], typer.Option(help="Only this task.")] = None,
     results_dir: Annotated[Path, typer.Option(help="Where result files are.")] = Path("results"),
-    output_dir: Annotated[Path, typer.Option(help="Where leaderboards/<task>.md go.")] = Path("leaderboards"),
+    output_dir: Annotated[Path, typer.Option(help="Where leaderboards/<task>.md, <task>.csv and <task>-compute.png go.")] = Path("leaderboards"),
 ) -> None:
-    """Write leaderboards/<task>.md from result files alone, and print them."""
+    """Write leaderboards/<task>.md (and .csv, -compute.png) from result files alone, and print them."""
     from xbench.results.leaderboard import rich_tables, write_leaderboards
 
     if not results_dir.is_dir():

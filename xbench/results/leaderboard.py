@@ -8,6 +8,7 @@ from typing import Any
 
 from xbench.results.aggregate import Row, Stat, aggregate, group_sets, split_model_label
 from xbench.results.averages import LABELS
+from xbench.results.chance import average_chance, near_chance, table_chance
 
 BASELINE_ORDER = {"source": 0, "scratch": 1}
 
@@ -107,6 +108,22 @@ def _paired(row: Row, base: Row, units: list[str], metric: str,
     return {u: t.to_dict() for u, t in tests.items()}, None
 
 
+TRIVIAL_LABEL = {"accuracy": "majority class", "f1": "no entity"}
+
+
+def _chance(grp: list[Row], langs: list[str], by_path: dict[Any, dict[str, Any]],
+            metric: str) -> dict[str, tuple[float, int]]:
+    """unit -> (chance level, examples) for the table's languages, from the first row that has the unit."""
+    sources: dict[str, dict[str, Any]] = {}
+    for row in grp:
+        for unit in langs:
+            for seed in sorted(row.per_lang.get(unit, {})):
+                result = by_path.get(row.paths.get(seed))
+                if result is not None and unit not in sources:
+                    sources[unit] = result
+    return table_chance(sources, metric)
+
+
 def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], metric: str,
                        average_excludes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     from xbench.results.averages import parse_unit
@@ -134,6 +151,8 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
         avg_cols = [(name, LABELS[name] + (f" (without {', '.join(left_out)})" if name == "xlt" and left_out else ""))
                     for name in ("xlt", "gxlt") if name in sets]
         ordered = _order(grp)
+        chance = _chance(grp, langs, by_path, metric)
+        card_chance = average_chance(chance, sets.get(card, []))
         body = []
         for r in ordered:
             stats = {lang: r.stats(lang) for lang in langs}
@@ -149,6 +168,8 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
                                  for name, _ in avg_cols) if n]
             if paired_note:
                 notes.append(paired_note)
+            if avg is not None and card_chance is not None and near_chance(avg.mean, avg.std, *card_chance, metric):
+                notes.append(f"near chance ({TRIVIAL_LABEL[metric]} {100 * card_chance[0]:.1f})")
             body.append({"row": r, "cells": stats, "avgs": avgs, "avg": avg, "delta": delta,
                          "delta_vs": base.method if base is not None else None, "paired": paired,
                          "flags": sorted(set(r.all_flags()) | set(notes))})
@@ -163,6 +184,10 @@ def _tables_for_metric(results: list[dict[str, Any]], lang_order: list[str], met
                        "text_hashes": sorted({h for r in grp if (h := split_model_label(r.key[4])[1])}),
                        "avg_cols": avg_cols, "card": card, "avg_label": dict(avg_cols).get(card, "Avg"),
                        "body": body, "best": best, "metric": metric, "matrices": matrices,
+                       "avg_units": {name: sets[name] for name, _ in avg_cols},
+                       "chance": {u: c for u, (c, _) in chance.items()},
+                       "chance_avgs": {name: a[0] for name, _ in avg_cols
+                                       if (a := average_chance(chance, sets[name])) is not None},
                        "reports": [(r, r.reports) for r in ordered if r.reports]})
     return tables
 
@@ -199,7 +224,9 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
              "`meta-single` is meta-pretraining's single-phase run), with its 95% interval from a paired "
              "bootstrap over the test examples and seeds, `*` where the interval excludes 0; the table below "
              "each leaderboard gives the interval and a paired permutation p-value per language "
-             "(xbench/results/significance.py). "
+             "(xbench/results/significance.py). The *chance* row is the score of a trivial predictor (the "
+             "test set's majority class for accuracy, no entity for NER F1; xbench/results/chance.py), and "
+             "`near chance` flags a row whose average is within noise of it. "
              "Compute is the mean per seed, summed over the row's encoders (a per-language method builds one "
              "per language): estimated FLOPs (6 × non-embedding parameters × tokens), training tokens and "
              "wall seconds, and the device they ran on. Source pretraining is the source model's own cost when "
@@ -231,6 +258,11 @@ def render_markdown(task: str, tables: list[dict[str, Any]], card_version: int |
                                              _compute_cell(r, "transfer"), _compute_cell(r, "source_pretraining"),
                                              ",".join(sorted(r.eval_splits)), ",".join(map(str, r.seeds)),
                                              ", ".join(b["flags"]).replace("|", "\\|")]) + " |")
+        if t["chance"]:
+            kind = TRIVIAL_LABEL.get(t["metric"], "trivial predictor")
+            cells = [f"{100 * t['chance'][lang]:.1f}" if lang in t["chance"] else "–" for lang in t["langs"]]
+            avgs = [f"{100 * t['chance_avgs'][n]:.1f}" if n in t["chance_avgs"] else "–" for n, _ in t["avg_cols"]]
+            lines.append("| " + " | ".join([f"*chance: {kind}*", *cells, *avgs, *["–"] * 6]) + " |")
         lines.append("")
         lines += _paired_markdown(t)
         for m in t["matrices"]:
@@ -345,6 +377,7 @@ def rich_tables(tables: list[dict[str, Any]]) -> list[Any]:
 def write_leaderboards(results_dir: Path, out_dir: Path, task: str | None = None) -> list[tuple[Path, list[dict[str, Any]]]]:
     from xbench.cards import all_cards
     from xbench.errors import XbenchError
+    from xbench.results.export import write_exports
     from xbench.results.schema import iter_results, path_component_problem
 
     cards = all_cards()
@@ -365,5 +398,6 @@ def write_leaderboards(results_dir: Path, out_dir: Path, task: str | None = None
         tables = build_tables(rs, order, tuple(card.raw.get("average_excludes", ())) if card else ())
         path = Path(out_dir) / f"{name}.md"
         atomic_write_text(path, render_markdown(name, tables, card.version if card else None))
+        write_exports(Path(out_dir), name, tables)  # <task>.csv and <task>-compute.png beside it
         written.append((path, tables))
     return written
