@@ -36,7 +36,10 @@ def _fake_distribution(site: Path, name: str, entry_points: str) -> None:
 def python(*args: str, paths: list[Path], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**{k: v for k, v in os.environ.items() if k not in ("XBENCH_TASKS", "XBENCH_TASKS_DIRS")}, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(map(str, [*paths, REPO]))
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    # A whole run may first build the smoke source model (600 MLM steps), or wait for another test that
+    # builds it, on two busy cores: minutes, so the limit only catches a hang.
+    timeout = 900 if args[:3] == ("-m", "xbench", "run") else 300
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_list_shows_the_plugin_method_and_task_type_without_importing_them(site: Path, tmp_path: Path) -> None:
