@@ -113,8 +113,8 @@ CASES = [
     Case("seeds-duplicate", [*RUN[:-1], "1,1"], ["--seeds: duplicate seeds in [1, 1]"]),
     # --profile: shipped names only
     Case("profile-path", [*RUN, "--profile", "some/dir/evil"],
-         ["unknown profile 'some/dir/evil'; valid profiles: paper, smoke"]),
-    Case("profile-path-to-a-yaml", [*RUN, "--profile", "{tmp}/evil"], ["unknown profile", "valid profiles: paper, smoke"],
+         ["unknown profile 'some/dir/evil'; valid profiles: cpu, paper, smoke"]),
+    Case("profile-path-to-a-yaml", [*RUN, "--profile", "{tmp}/evil"], ["unknown profile", "valid profiles: cpu, paper, smoke"],
          setup=lambda tmp: _write(tmp / "evil.yaml", (REPO / "xbench/profiles/smoke.yaml").read_text()
                                   .replace("name: smoke", "name: ../../escaped"))),
     # --set: keys, types, ranges, 1e-3 as a number
@@ -231,7 +231,7 @@ def test_profile_name_must_match_its_file_and_exponents_are_numbers(tmp_path: Pa
 def test_shipped_profiles_validate_with_ranges() -> None:
     from xbench.profiles import available, profile_problems
 
-    assert available() == ["paper", "smoke"]
+    assert available() == ["cpu", "paper", "smoke"]
     assert [p for name in available() for p in profile_problems(name)] == []
 
 

@@ -33,7 +33,7 @@ def test_wheel_ships_cards_and_profiles_and_runs_list_and_validate(tmp_path: Pat
     names = zipfile.ZipFile(wheel).namelist()
     builtin = sorted(p.name for p in (REPO / "tasks").glob("*.yaml"))
     assert sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("xbench/_cards/") and n.endswith(".yaml")) == builtin
-    assert {"xbench/profiles/smoke.yaml", "xbench/profiles/paper.yaml"} <= set(names)
+    assert {"xbench/profiles/smoke.yaml", "xbench/profiles/paper.yaml", "xbench/profiles/cpu.yaml"} <= set(names)
 
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
@@ -56,7 +56,7 @@ def test_wheel_ships_cards_and_profiles_and_runs_list_and_validate(tmp_path: Pat
     assert "smoke" in listed.stdout and "paper" in listed.stdout
     validated = run("-m", "xbench", "validate")
     assert validated.returncode == 0, validated.stdout + validated.stderr
-    assert f"ok: {len(builtin)} task cards, 2 profiles" in validated.stdout and len(builtin) == 6
+    assert f"ok: {len(builtin)} task cards, 3 profiles" in validated.stdout and len(builtin) == 6
 
 
 def test_an_install_without_the_cards_says_to_reinstall(monkeypatch: pytest.MonkeyPatch) -> None:

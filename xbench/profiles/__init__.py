@@ -56,6 +56,9 @@ SETTINGS: dict[str, dict[str, tuple[type, Range | None]]] = {
 TOP_LEVEL: dict[str, tuple[type, Range | None]] = {
     "description": (str, None), "data_setting": (str, None), "model": (str, None), "seeds": (list, None),
     "cache_finetuned": (bool, None),
+    # The methods the profile has budgets for; absent: every method. A profile whose transfer budgets are
+    # not set yet refuses the other methods rather than run them with another scale's settings.
+    "methods": (list, None),
 }
 _TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false", list: "a list"}
 

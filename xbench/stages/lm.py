@@ -28,13 +28,27 @@ EVAL_MASK_SEED = 20240229
 MAX_EXP_ARG = 709.0  # math.exp overflows a float64 just above this
 
 
+# Encoder families pretrained with MLM: a checkpoint saved without its head (a sentence-embedding model
+# such as all-MiniLM-L6-v2, saved as BertModel) continues MLM with a fresh head (see `has_lm_head`).
+MASKED_FAMILIES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2", "camembert")
+
+
+def has_lm_head(config: Any) -> bool:
+    """Whether the checkpoint was saved with its LM head; without one, loading it for MLM adds a fresh head
+    (transform and bias newly initialised, decoder tied to the input embeddings), which stage records say."""
+    archs = list(getattr(config, "architectures", None) or [])
+    return any(a.endswith(("ForMaskedLM", "ForCausalLM", "LMHeadModel", "ForPreTraining")) for a in archs)
+
+
 def lm_objective_of(config: Any) -> Objective:
     """MLM for masked-LM architectures (BERT-style), CLM for causal ones (GPT-2, BLOOM)."""
     archs = list(getattr(config, "architectures", None) or [])
-    if any(a.endswith("ForMaskedLM") for a in archs):
+    if any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs):
         return "mlm"
     if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
         return "clm"
+    if getattr(config, "model_type", None) in MASKED_FAMILIES:
+        return "mlm"  # a headless encoder of a masked-LM family
     raise XbenchError(f"cannot tell whether '{getattr(config, 'name_or_path', '?')}' is a masked or a causal LM "
                       f"(architectures: {archs or 'none recorded'}); a pretraining stage needs a model with an LM head")
 

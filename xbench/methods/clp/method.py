@@ -44,6 +44,7 @@ class _Target:
     train: list[str]
     heldout: list[str]
     helper: Path  # the helper stage's cache entry: model and target tokenizer
+    source_has_head: bool = True  # False: a headless encoder (e.g. all-MiniLM-L6-v2) gets a fresh LM head
 
 
 def tokenizer_family(tokenizer: Any) -> str:
@@ -156,7 +157,12 @@ class ClpMethod(Method):
         pool = method_pool(lang, self.ctx.data_dir, self.ctx.slots)
         train, heldout = heldout_split(pool.lines, self.params["heldout_share"])
         helper = self._helper(lang, objective, family, pool, train)
-        self._targets[lang] = _Target(src, objective, family, pool, train, heldout, helper)
+        from transformers import AutoConfig
+
+        from xbench.stages.lm import has_lm_head
+
+        self._targets[lang] = _Target(src, objective, family, pool, train, heldout, helper,
+                                      has_lm_head(load_pretrained(AutoConfig, src.path)))
         return self._targets[lang]
 
     def _helper(self, lang: str, objective: str, family: str, pool: Any, train: list[str]) -> Path:
@@ -263,9 +269,12 @@ class ClpMethod(Method):
             t0 = time.perf_counter()
             model, report = self._initialise(variant, t, helper_tok)
             if variant != "scratch":
+                extra: dict[str, Any] = {"role": "init", "clp": report}
+                if not t.source_has_head:
+                    extra["lm_head"] = ("fresh: the source checkpoint has no LM head, so transform and bias are newly "
+                                        "initialised and the decoder is tied to the input embeddings")
                 stages.append(StageRecord(name=f"{variant} init {lang}", kind="auxiliary",
-                                          wall_seconds=round(time.perf_counter() - t0, 3),
-                                          extra={"role": "init", "clp": report}).to_dict())
+                                          wall_seconds=round(time.perf_counter() - t0, 3), extra=extra).to_dict())
             args = self.lm_args(p["steps"])
             plan = packed_blocks(helper_tok, t.train, t.objective, seq_len=args.seq_len, batch_size=args.batch_size,
                                  seed=args.seed)
