@@ -66,12 +66,15 @@ class Row:
     def complete_seeds(self, units: list[str]) -> list[int]:
         return [s for s in self.seeds if all(s in self.per_lang.get(u, {}) for u in units)]
 
+    def average_per_seed(self, units: list[str]) -> dict[int, float]:
+        """Macro average over `units` for each seed that has every unit."""
+        if not units:
+            return {}
+        return {s: statistics.fmean(self.per_lang[u][s] for u in units) for s in self.complete_seeds(units)}
+
     def average(self, units: list[str]) -> Stat | None:
         """Macro average over `units` per seed, then mean/std over the seeds that have every unit."""
-        if not units:
-            return None
-        per_seed = {s: statistics.fmean(self.per_lang[u][s] for u in units) for s in self.complete_seeds(units)}
-        return stat_of(per_seed)
+        return stat_of(self.average_per_seed(units))
 
     def average_note(self, units: list[str], label: str = "avg") -> str | None:
         """Which seeds an average leaves out and why, when it leaves out some but not all."""

@@ -12,13 +12,13 @@ of the chance level on the averaged examples (so one seed cannot pass for clear 
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from xbench.results.significance import predictions_path
+from xbench.errors import XbenchError
+from xbench.results.significance import predictions_path, read_predictions
 
 TRIVIAL = {("sentence-pair-classification", "accuracy"): "majority class",
            ("token-labelling", "f1"): "no entity"}
@@ -33,13 +33,10 @@ def chance_level(result: Mapping[str, Any], unit: str, metric: str) -> tuple[flo
     path = predictions_path(result["_path"], unit)
     if not path.is_file():
         return None
-    golds = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                golds.append(json.loads(line)["gold"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                return None
+    try:
+        golds = [r["gold"] for r in read_predictions(path)]
+    except (XbenchError, KeyError, TypeError):
+        return None  # an unreadable file has no chance level; the paired test names the problem
     if not golds:
         return None
     if kind[0] == "token-labelling":

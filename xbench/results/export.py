@@ -30,22 +30,12 @@ def _long_records(task: str, tables: list[dict[str, Any]]) -> list[dict[str, Any
             for name, _ in t["avg_cols"]:
                 units[name] = set()
             for unit in units:
-                if unit in LABELS:
-                    per_seed = _average_per_seed(row, t, unit)
-                else:
-                    per_seed = row.per_lang.get(unit, {})
+                per_seed = row.average_per_seed(t["avg_units"][unit]) if unit in LABELS else row.per_lang.get(unit, {})
                 for seed, value in per_seed.items():
                     out.append({"task": task, "protocol": t["protocol"], "profile": t["profile"], "model": t["model"],
                                 "method": row.method, "kind": row.kind, "metric": t["metric"], "unit": unit,
                                 "seed": seed, "value": value})
     return out
-
-
-def _average_per_seed(row: Any, t: dict[str, Any], name: str) -> dict[int, float]:
-    import statistics
-
-    units = t["avg_units"][name]
-    return {s: statistics.fmean(row.per_lang[u][s] for u in units) for s in row.complete_seeds(units)} if units else {}
 
 
 def leaderboard_frame(task: str, tables: list[dict[str, Any]]) -> Any:

@@ -127,12 +127,7 @@ def predictions_path(result_path: str | Path, unit: str) -> Path:
     return path.with_suffix("").with_name(path.stem + ".predictions") / f"{unit}.jsonl"
 
 
-def load_unit(result: Mapping[str, Any], unit: str, metric: str) -> UnitStats:
-    """A unit's statistics from the predictions beside a result file, checked against its recorded score."""
-    path = predictions_path(result["_path"], unit)
-    if not path.is_file():
-        raise XbenchError(f"{result['_path']}: no predictions for {unit} ({path} is missing); paired significance "
-                          "needs the predictions the run wrote")
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     records = []
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
@@ -140,6 +135,24 @@ def load_unit(result: Mapping[str, Any], unit: str, metric: str) -> UnitStats:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise XbenchError(f"{path}, line {i}: not JSON ({exc.msg})") from None
+    return records
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """A unit's prediction records, parsed once per process while the file is unchanged: the leaderboard
+    reads one file for every metric of a task, for the paired test and for the chance level."""
+    from xbench.data.textfiles import memoised
+
+    return memoised(_read_jsonl, path)
+
+
+def load_unit(result: Mapping[str, Any], unit: str, metric: str) -> UnitStats:
+    """A unit's statistics from the predictions beside a result file, checked against its recorded score."""
+    path = predictions_path(result["_path"], unit)
+    if not path.is_file():
+        raise XbenchError(f"{result['_path']}: no predictions for {unit} ({path} is missing); paired significance "
+                          "needs the predictions the run wrote")
+    records = read_predictions(path)
     stats = unit_stats(result["task"]["type"], metric, records, unit, result.get("scoring") or {}, str(path))
     recorded = result["scores"]["per_language"].get(unit, {}).get(metric)
     again = float(metric_of(stats.values.sum(axis=0), len(stats.ids), stats.kind))
