@@ -27,6 +27,8 @@ def test_a_short_cpu_profile_fine_tuning_of_minilm(data_root, tmp_path):
     assert ft["optimizer_steps"] == 4 and ft["params"]["total"] > 22_000_000  # the real 22.7M model, not a tiny one
     assert r["scores"]["per_language"]["en"]["n"] == 5010
 
+    # A method the profile has no budgets for is refused before any work (here by narrowing the list).
     refused = xbench("run", "--profile", "cpu", "--method", "clp", "--task", "xnli", "--langs", "de",
-                     "--output-dir", str(out), env={"XBENCH_DATA": str(data_root), "HF_HUB_OFFLINE": "1"})
+                     "--set", "methods=[source]", "--output-dir", str(out),
+                     env={"XBENCH_DATA": str(data_root), "HF_HUB_OFFLINE": "1"})
     assert refused.returncode == 2 and "has budgets for the method(s) source only" in refused.stderr

@@ -18,7 +18,7 @@ from xbench.registry import METHODS, load_object
 
 CLP = {"steps": 300, "budget_tokens": 0, "lr": 0.0005, "warmup_steps": 20, "weight_decay": 0.01, "batch_size": 16,
        "seq_len": 64, "eval_steps": "0,25,50,100,200,300", "heldout_share": 0.05, "helper_layers": 1, "helper_dim": 32,
-       "helper_heads": 2, "helper_vocab": 2000, "helper_steps": 300, "helper_limit_alphabet": 1000,
+       "helper_heads": 2, "helper_vocab": 2000, "helper_steps": 300, "helper_lr": 0.0, "helper_limit_alphabet": 1000,
        "init_output": "clp", "on_small_denominator": "warn", "control_init": "model_init", "pretrain_seed": 0}
 META = {"total_steps": 600, "phase1_share": 0.5, "phase1_lang": "en", "alpha": 0.5, "vocab_size": 4000,
         "limit_alphabet": 1000, "layers": 2, "hidden": 64, "heads": 2, "ffn": 128, "max_positions": 512, "lr": 0.0005,
@@ -27,8 +27,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "clp": CLP, "scratch-clp": CLP, "meta": META, "meta-single": META,
     "scratch": {"budget_tokens": 0, "pretrain_seed": 0, "matches": ""}, "source": {},
 }
-# hash_json of the resolved defaults before parameters were typed (the encoders' cache keys hold them).
-HASHES = {"clp": "d41b283ff1003301", "scratch-clp": "d41b283ff1003301", "meta": "5417bbe49d42a3c8",
+# hash_json of the resolved defaults (the encoders' cache keys hold them); clp's changed when helper_lr came in.
+HASHES = {"clp": "0cde53ebdca02fd3", "scratch-clp": "0cde53ebdca02fd3", "meta": "5417bbe49d42a3c8",
           "meta-single": "5417bbe49d42a3c8", "scratch": "da32e0e86346cde1", "source": "44136fa355b3678a"}
 
 
@@ -110,3 +110,39 @@ def test_a_default_out_of_its_own_range_is_refused_at_definition() -> None:
         class Worse(Method):  # noqa: F841
             name = "worse"
             parameters = {"steps": Param([1])}
+
+
+def test_a_profile_sets_method_parameters_under_param(tmp_path) -> None:
+    from xbench.run.request import RunRequest, resolve
+
+    cpu = load_profile("cpu")["method_params"]
+    rr = resolve(RunRequest(method="clp", task="xnli", langs=["de"], profile="cpu", params={"steps": "7"},
+                            output_dir=str(tmp_path)))
+    assert rr.params == {**cpu["clp"], "steps": "7"}  # --param wins over the profile
+    assert rr.config["method"]["params"] == dict(sorted(rr.params.items()))  # what ran is what is recorded
+    assert _method_with(rr).params["helper_lr"] == cpu["clp"]["helper_lr"] and _method_with(rr).params["steps"] == 7
+    smoke = resolve(RunRequest(method="clp", task="xnli", langs=["de"], output_dir=str(tmp_path)))
+    assert smoke.params == {} and smoke.config["method"]["params"] == {}  # no method_params: config as before
+
+
+def _method_with(rr: Any) -> Method:
+    ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=None, params=rr.params, langs=["de"])
+    return load_object(METHODS[rr.request.method].target)(ctx)
+
+
+def test_a_profiles_method_parameters_are_checked_by_name_type_and_range() -> None:
+    from xbench.run.request import method_params_problems
+
+    profile = {"name": "p", "methods": ["clp", "meta"],
+               "method_params": {"clp": {"steps": "many", "lr": 0, "nosuch": 1}, "nomethod": {}, "meta": [1],
+                                 "source": {}}}
+    problems = method_params_problems(profile)
+    assert "profile p: method_params.clp.steps: expected an integer, got 'many'" in problems
+    assert "profile p: method_params.clp.lr must be greater than 0, got 0.0" in problems
+    assert any(p.startswith("profile p: method_params.clp.nosuch: method 'clp' has no such parameter") for p in problems)
+    assert any(p.startswith("profile p: method_params.nomethod: unknown method") for p in problems)
+    assert any(p.startswith("profile p: method_params.meta: expected a mapping") for p in problems)
+    assert any("method_params.source: the profile's `methods` does not list 'source'" in p for p in problems)
+    assert len(problems) == 6
+    for name in ("smoke", "cpu", "paper"):
+        assert method_params_problems(load_profile(name)) == []

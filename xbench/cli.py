@@ -308,8 +308,9 @@ def baseline_update(
 @app.command()
 def validate(tasks_dir: TasksDirOption = None) -> None:
     """Check every task card (built-in and --tasks-dir), profile and installed plugin; report every problem at once."""
-    from xbench.profiles import available, profile_problems
+    from xbench.profiles import available, load_profile, profile_problems
     from xbench.cards import validate_all_cards
+    from xbench.run.request import method_params_problems
     from xbench.registry import plugin_problems
 
     _use_tasks_dirs(tasks_dir)
@@ -317,7 +318,8 @@ def validate(tasks_dir: TasksDirOption = None) -> None:
     cards, card_problems = validate_all_cards()
     problems += card_problems
     for name in available():
-        problems += profile_problems(name)
+        own = profile_problems(name)
+        problems += own or method_params_problems(load_profile(name))
     console = _console()
     if problems:
         console.print(f"[red]{len(problems)} problem(s):[/red]")

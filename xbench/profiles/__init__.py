@@ -59,8 +59,13 @@ TOP_LEVEL: dict[str, tuple[type, Range | None]] = {
     # The methods the profile has budgets for; absent: every method. A profile whose transfer budgets are
     # not set yet refuses the other methods rather than run them with another scale's settings.
     "methods": (list, None),
+    # {method: {parameter: value}}: the profile's values of method parameters, under any --param; the names
+    # and values are checked against each method's declared parameters when a run resolves
+    # (xbench.run.request.method_params_problems) and by `xbench validate`.
+    "method_params": (dict, None),
 }
-_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false", list: "a list"}
+_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false", list: "a list",
+               dict: "a mapping"}
 
 
 def available() -> list[str]:

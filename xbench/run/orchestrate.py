@@ -52,7 +52,7 @@ def run(req: RunRequest, console: Any = None) -> list[Path]:
                 _say(console, f"[dim]seed {seed}: {path} exists with this run's identity, skipping (--resume)[/dim]")
                 written.append(path)
                 continue
-            ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params,
+            ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=rr.params,
                              resume=req.resume, langs=list(req.langs), slots=rr.slots)
             method = load_object(method_info.target)(ctx)
             result = _run_seed(rr, method, seed, out_root, console)

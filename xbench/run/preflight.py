@@ -34,7 +34,7 @@ def run_problems(rr: Any) -> list[str]:
     req = rr.request
     problems: list[str] = []
     method_cls = load_object(get_method(req.method).target)
-    ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=req.params,
+    ctx = RunContext(profile=rr.profile, model=rr.model, data_dir=req.data_dir, params=rr.params,
                      resume=req.resume, langs=list(req.langs), slots=getattr(rr, "slots", None))
     try:
         method = method_cls(ctx)  # resolves and checks the parameters; building starts only at build_encoder

@@ -59,6 +59,8 @@ class ResolvedRun:
     config_hash: str
     variant: str = ""  # task options that change what is evaluated ("treebank=pud"); part of the result identity
     slots: Any = None  # xbench.data.slots.SlotSet: the filled slots, read only under a standard-data profile
+    # The method's parameters as given to it: the profile's `method_params` for it, then --param on top.
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve(req: RunRequest) -> ResolvedRun:
@@ -91,6 +93,8 @@ def resolve(req: RunRequest) -> ResolvedRun:
         problems.append(f"profile '{profile['name']}' has budgets for the method(s) {', '.join(profile['methods'])} "
                         f"only; '{req.method}' would run with settings sized for another scale (use --profile smoke, "
                         "or see the profile's file for what is measured)")
+    if profile is not None:
+        problems += method_params_problems(profile)
     if profile is not None and card is not None and card.task_type not in profile["finetune"]:
         profile, default_problems = _task_type_defaults(profile, card)
         problems += default_problems
@@ -118,10 +122,11 @@ def resolve(req: RunRequest) -> ResolvedRun:
     assert card is not None and profile is not None
     protocol = req.protocol or card.default_protocol
     model = req.model or profile["model"]
+    params = {**(profile.get("method_params") or {}).get(req.method, {}), **req.params}
     config = {
         "xbench_version": __version__, "finetune_code_version": FINETUNE_CODE_VERSION,
         "task": {"name": card.name, "version": card.version, "card_sha256": hash_json(card.raw)},
-        "method": {"name": req.method, "params": dict(sorted(req.params.items()))},
+        "method": {"name": req.method, "params": dict(sorted(params.items()))},
         "task_options": dict(sorted(req.options.items())),
         "protocol": protocol, "profile": profile, "model": model, "finetune": finetune,
         "overrides": dict(sorted(req.overrides.items())),
@@ -131,7 +136,48 @@ def resolve(req: RunRequest) -> ResolvedRun:
     slots = SlotSet(slot_specs, active=profile["data_setting"] == "standard", allow_fallback=req.allow_fallback)
     config.update(slots.config())
     return ResolvedRun(req, card, protocol, profile, model, list(seeds), finetune, config, hash_json(config),
-                       variant=options_variant(req.options), slots=slots)
+                       variant=options_variant(req.options), slots=slots, params=params)
+
+
+def method_params_problems(profile: dict[str, Any]) -> list[str]:
+    """Problems of a profile's `method_params`: unknown methods, unknown parameters, values of the wrong
+    type or out of range, each named by its place in the profile's file."""
+    from xbench.methods.base import parse_param
+    from xbench.registry import all_methods, load_object
+
+    where = f"profile {profile['name']}: method_params"
+    blocks = profile.get("method_params") or {}
+    methods = all_methods()
+    problems: list[str] = []
+    for name, block in blocks.items():
+        if name not in methods:
+            problems.append(f"{where}.{name}: unknown method; valid methods: {', '.join(sorted(methods))}")
+            continue
+        if not isinstance(block, dict):
+            problems.append(f"{where}.{name}: expected a mapping of parameter: value, got {block!r}")
+            continue
+        if profile.get("methods") is not None and name not in profile["methods"]:
+            problems.append(f"{where}.{name}: the profile's `methods` does not list '{name}', so these are never used")
+        try:
+            cls = load_object(methods[name].target)
+        except XbenchError as exc:
+            problems.append(f"{where}.{name}: {exc}")
+            continue
+        for key, value in block.items():
+            spec = cls.parameters.get(key)
+            if key not in cls.defaults:
+                problems.append(f"{where}.{name}.{key}: method '{name}' has no such parameter; valid: "
+                                + (", ".join(sorted(cls.defaults)) or "none"))
+                continue
+            try:
+                parsed = spec.parse(value) if spec is not None else parse_param(value, cls.defaults[key])
+            except ValueError as exc:
+                problems.append(f"{where}.{name}.{key}: {exc}")
+                continue
+            problem = spec.problem(key, parsed) if spec is not None else None
+            if problem:
+                problems.append(f"{where}.{name}.{problem}")
+    return problems
 
 
 def _task_type_defaults(profile: dict[str, Any], card: TaskCard) -> tuple[dict[str, Any], list[str]]:

@@ -75,6 +75,8 @@ class ClpMethod(Method):
         # helper: same optimiser settings and batch as the transfer stage (xbench default)
         "helper_layers": Param(1, low=1), "helper_dim": Param(32, low=1), "helper_heads": Param(2, low=1),
         "helper_vocab": Param(2000, low=1), "helper_steps": Param(300, low=1),
+        # a helper trained from nothing may need a higher lr than the transfer stage continuing a pretrained model
+        "helper_lr": Param(0.0, low=0, hint="0 = the transfer stage's lr"),
         # WordPiece helpers keep at most this many distinct characters (0: all); the rest become [UNK]
         "helper_limit_alphabet": Param(1000, low=0),
         # initialisation, docs/methods/clp.md, "Initialisation"
@@ -115,11 +117,11 @@ class ClpMethod(Method):
         p = self.params
         return int(p["budget_tokens"] or p["steps"] * p["batch_size"] * p["seq_len"])
 
-    def lm_args(self, steps: int) -> Any:
+    def lm_args(self, steps: int, lr: float = 0.0) -> Any:
         from xbench.stages.lm import LMArgs
 
         p = self.params
-        return LMArgs(lr=p["lr"], batch_size=p["batch_size"], seq_len=p["seq_len"], max_steps=steps,
+        return LMArgs(lr=lr or p["lr"], batch_size=p["batch_size"], seq_len=p["seq_len"], max_steps=steps,
                       warmup_steps=p["warmup_steps"], weight_decay=p["weight_decay"], seed=p["pretrain_seed"])
 
     def source(self) -> tuple[Any, str]:
@@ -172,7 +174,7 @@ class ClpMethod(Method):
         key = {"stage": "clp-helper", "code_version": CODE_VERSION, "lang": lang, "objective": objective,
                "family": family, "vocab_size": p["helper_vocab"], "arch": arch,
                "limit_alphabet": p["helper_limit_alphabet"] if family == "wordpiece" else None,
-               "args": vars(self.lm_args(p["helper_steps"])),
+               "args": vars(self.lm_args(p["helper_steps"], p["helper_lr"])),
                "pool": pool.manifest(), "heldout_share": p["heldout_share"]}
 
         def build(out: Path, work: Path) -> dict[str, Any]:
@@ -209,7 +211,7 @@ class ClpMethod(Method):
                                     n_head=arch["heads"], n_positions=HELPER_POSITIONS["clm"],
                                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                     architectures=["GPT2LMHeadModel"])
-            args = self.lm_args(p["helper_steps"])
+            args = self.lm_args(p["helper_steps"], p["helper_lr"])
             model = init_model(config, objective, args.seed)
             plan = packed_blocks(tokenizer, train, objective, seq_len=args.seq_len, batch_size=args.batch_size,
                                  seed=args.seed)
