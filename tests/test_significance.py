@@ -132,3 +132,34 @@ def test_the_leaderboard_shows_the_interval_and_marks_a_real_difference(tmp_path
     md = render_markdown("xnli", build_tables(iter_results(tmp_path), ["de", "zh"]), card_version=1)
     row = next(line for line in md.splitlines() if line.startswith("| clp |"))
     assert "[" not in row.split("|")[5] and "no paired test:" in row and "seed-2.predictions" in row
+
+
+def test_parsing_statistics_reproduce_the_official_scorer(data_root, tmp_path):
+    # Per-sentence counts must add up to what conll18_ud_eval reports for the whole file, for UAS, LAS
+    # and CLAS alike, or a resample of sentences would test another metric than the leaderboard shows.
+    from xbench.data.conllu_io import read_conllu, universal_deprel, write_conllu
+    from xbench.metrics.ud import score_conllu
+
+    gold_path = data_root / "ud" / "UD_German-GSD" / "de_gsd-ud-test.conllu.gz"
+    sentences = read_conllu(gold_path)
+    rng = np.random.default_rng(0)
+    rels = ["nsubj", "obj", "det", "case", "punct", "amod", "root", "nmod"]
+    heads, deprels, records = [], [], []
+    for i, s in enumerate(sentences):
+        gh, gr = s.heads, [universal_deprel(r) for r in s.deprels]
+        # a tree either way (the scorer refuses cycles): the gold one, or a right-branching chain
+        h = list(gh) if rng.random() < 0.5 else [k + 2 if k + 1 < len(s) else 0 for k in range(len(s))]
+        r = [g if rng.random() < 0.7 else rels[int(rng.integers(len(rels)))] for g in gr]
+        heads.append(h)
+        deprels.append(r)
+        records.append({"index": i, "heads": h, "deprels": r, "gold_heads": gh, "gold_deprels": gr})
+    system = tmp_path / "system.conllu"
+    write_conllu(sentences, heads, deprels, system)
+    official = score_conllu(gold_path, system)
+    for metric in ("uas", "las", "clas"):
+        st = unit_stats("parsing", metric, records, "de", {}, "test")
+        got = float(metric_of(st.values.sum(axis=0), len(st.ids), st.kind))
+        assert got == pytest.approx(official[metric] / 100, abs=1e-9), metric
+    old = [{k: v for k, v in r.items() if not k.startswith("gold_")} for r in records]
+    with pytest.raises(XbenchError, match="without gold heads"):
+        unit_stats("parsing", "las", old, "de", {}, "old.jsonl")

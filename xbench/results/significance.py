@@ -10,7 +10,13 @@ for the same task, units and seeds on both sides. Per example, each task type's 
 - entity F1 (NER, seqeval default mode): [tp, predicted, gold] entity counts per sentence;
                                                                   metric = 2 Σ tp / (Σ predicted + Σ gold)
 
-so entity-level micro F1 is recomputed from the resampled sentences' counts, never averaged per sentence.
+- UAS / LAS (parsing, gold tokenisation, where the CoNLL 2018 F1 is an accuracy over words): [correct, words]
+  per sentence;                                                   metric = Σ correct / Σ words
+- CLAS: [correct, predicted content words, gold content words] per sentence, content relations as in the
+  CoNLL 2018 scorer (udtools.udeval.CONTENT_DEPRELS);             metric = 2 Σ correct / (Σ predicted + Σ gold)
+
+so entity-level micro F1 (and UAS, LAS, CLAS) is recomputed from the resampled sentences' counts, never
+averaged per sentence.
 Before any test, the metric of the whole unit is recomputed from these statistics and compared with the
 score the result file records: predictions that do not reproduce the score are an error, not a test.
 
@@ -82,6 +88,9 @@ def metric_of(sums: Any, n: int, kind: str) -> Any:
 
     if kind == "mean":
         return sums[..., 0] / n
+    if kind == "ratio":
+        return np.divide(sums[..., 0], sums[..., 1], out=np.zeros_like(sums[..., 1], dtype=float),
+                         where=sums[..., 1] > 0)
     denom = sums[..., 1] + sums[..., 2]
     return np.divide(2.0 * sums[..., 0], denom, out=np.zeros_like(denom, dtype=float), where=denom > 0)
 
@@ -118,8 +127,37 @@ def unit_stats(task_type: str, metric: str, records: Sequence[Mapping[str, Any]]
             gold, pred = set(get_entities(list(r["gold"]))), set(get_entities(list(r["pred"])))
             rows.append([float(len(gold & pred)), float(len(pred)), float(len(gold))])
         return UnitStats(tuple(str(r["index"]) for r in records), np.array(rows), "f1")
+    if task_type == "parsing" and metric in ("uas", "las", "clas"):
+        return _parsing_stats(records, metric, where)
     raise XbenchError(f"{where}: paired significance is not available for {task_type} / {metric}: its prediction "
                       "files do not hold what the metric needs per example")
+
+
+def _parsing_stats(records: Sequence[Mapping[str, Any]], metric: str, where: str) -> UnitStats:
+    """Per sentence: [correct, words] for UAS and LAS, [correct, predicted, gold] content words for CLAS."""
+    import numpy as np
+
+    from udtools.udeval import CONTENT_DEPRELS
+
+    rows = []
+    for r in records:
+        if "gold_heads" not in r:
+            raise XbenchError(f"{where}: parsing predictions without gold heads and relations (written before "
+                              "xbench recorded them); rerun to get a paired test")
+        heads, rels, gheads, grels = r["heads"], r["deprels"], r["gold_heads"], r["gold_deprels"]
+        if not (len(heads) == len(rels) == len(gheads) == len(grels)):
+            raise XbenchError(f"{where}: sentence {r.get('index')} has predictions for {len(heads)} words, gold for "
+                              f"{len(gheads)}")
+        head_ok = [h == g for h, g in zip(heads, gheads)]
+        both_ok = [ok and p == g for ok, p, g in zip(head_ok, rels, grels)]
+        if metric == "uas":
+            rows.append([float(sum(head_ok)), float(len(heads))])
+        elif metric == "las":
+            rows.append([float(sum(both_ok)), float(len(heads))])
+        else:
+            rows.append([float(sum(ok and g in CONTENT_DEPRELS for ok, g in zip(both_ok, grels))),
+                         float(sum(p in CONTENT_DEPRELS for p in rels)), float(sum(g in CONTENT_DEPRELS for g in grels))])
+    return UnitStats(tuple(str(r["index"]) for r in records), np.array(rows), "f1" if metric == "clas" else "ratio")
 
 
 def predictions_path(result_path: str | Path, unit: str) -> Path:

@@ -324,8 +324,13 @@ class DependencyParsing(TaskType):
 
     def prediction_records(self, split: Split, predictions: list[tuple[list[int], list[str]]]) -> list[dict[str, Any]]:
         """One record per sentence, in file order: write_conllu(read_conllu(gold), heads, deprels)
-        with these columns rebuilds the scored system file."""
-        return [{"index": i, "sent_id": s.sent_id, "heads": heads, "deprels": rels}
+        with these columns rebuilds the scored system file. The gold heads and (universal) relations ride
+        along so that the leaderboard's paired test can count each sentence's correct words from the
+        predictions alone (xbench/results/significance.py)."""
+        from xbench.data.conllu_io import universal_deprel
+
+        return [{"index": i, "sent_id": s.sent_id, "heads": heads, "deprels": rels, "gold_heads": s.heads,
+                 "gold_deprels": [universal_deprel(r) for r in s.deprels]}
                 for i, (s, (heads, rels)) in enumerate(zip(split.examples, predictions))]
 
     def scoring_info(self) -> dict[str, Any]:
