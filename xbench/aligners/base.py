@@ -13,6 +13,23 @@ from typing import Protocol, runtime_checkable
 from xbench.errors import XbenchError
 
 Link = tuple[int, int]
+WordPairs = Sequence[tuple[Sequence[str], Sequence[str]]]
+
+
+def word_pairs(pairs: WordPairs) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The pairs as tuples of words, refusing a side given as one string: a str is a sequence of
+    characters, so a raw sentence passed by mistake would be aligned letter by letter."""
+    out = []
+    for n, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise XbenchError(f"aligner input: pair {n} has {len(pair)} sides, not 2 (source words, target words)")
+        sides = []
+        for side in pair:
+            if isinstance(side, str) or not all(isinstance(w, str) for w in side):
+                raise XbenchError(f"aligner input: pair {n} must be two lists of words (strings), got {side!r:.80}")
+            sides.append(tuple(side))
+        out.append((sides[0], sides[1]))
+    return out
 
 
 @dataclass(frozen=True)
