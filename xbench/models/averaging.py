@@ -9,7 +9,7 @@ from torch import Tensor
 
 from xbench.errors import ConfigError
 
-__all__ = ["average_state_dicts", "combine_by_pattern"]
+__all__ = ["average_state_dicts", "combine_by_pattern", "halfway_state_dicts"]
 
 StateDict = Mapping[str, Tensor]
 
@@ -74,6 +74,26 @@ def average_state_dicts(
         for sd, w in zip(sds[1:], norm[1:]):
             acc = acc + sd[key] * w
         out[key] = acc
+    return out
+
+
+def halfway_state_dicts(a: StateDict, b: StateDict) -> dict[str, Tensor]:
+    """The mean of two state dicts as (a + b) / 2 in each tensor's own dtype.
+
+    TreLM's Stage G (docs/methods/trelm.md, "Stage G") specifies this recipe; it differs from
+    `average_state_dicts`' a·½ + b·½ only where a value is subnormal or the sum overflows, but tests
+    recompute it literally. Non-floating tensors must be equal and are copied.
+    """
+    _check_compatible([a, b], ["the first state dict", "the second state dict"])
+    out: dict[str, Tensor] = {}
+    for key, x in a.items():
+        y = b[key]
+        if not (x.is_floating_point() or x.is_complex()):
+            if not torch.equal(x, y):
+                raise ConfigError(f"{key}: non-floating tensor differs between the two state dicts; it cannot be averaged")
+            out[key] = x.clone()
+        else:
+            out[key] = (x + y) / 2
     return out
 
 
