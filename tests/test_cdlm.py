@@ -14,6 +14,7 @@ import torch
 
 from xbench.errors import DataFormatError, XbenchError
 from xbench.objectives.cdlm import (
+    MODEL_INPUT_KEYS,
     CdlmCollator,
     CdlmFeatures,
     build_cdlm_record,
@@ -250,7 +251,8 @@ def test_collated_batch_trains_the_trelm_model(quirks):
                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
     model = create_trelm(source, reference_quirks=quirks)
     batch = CdlmCollator.for_tokenizer(tok, reference_quirks=quirks)(examples, torch.Generator().manual_seed(0))
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "is_mlm")}
+    assert set(batch) == {*MODEL_INPUT_KEYS, "labels", "is_mlm"}
+    inputs = {k: batch[k] for k in MODEL_INPUT_KEYS}
     out = model(**inputs)
     assert out.logits.shape[:2] == batch["labels"].shape
     loss = sum(stage_f_loss(out.logits, batch["labels"], batch["is_mlm"], "per_objective").values())

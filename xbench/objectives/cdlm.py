@@ -21,6 +21,7 @@ from xbench.errors import DataFormatError, XbenchError
 from xbench.objectives.mlm import mask_tokens
 
 __all__ = [
+    "MODEL_INPUT_KEYS",
     "RECORD_KEYS",
     "STAGE_F_REDUCTIONS",
     "CdlmCollator",
@@ -38,6 +39,9 @@ __all__ = [
 
 Link = tuple[int, int]
 RECORD_KEYS = ("src", "src_lang", "tgt", "tgt_lang", "align_index")
+# The collated batch's keys that TrelmBertModel.forward takes; `labels` and `is_mlm` go to the loss.
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "lang_ids", "tri_lang_ids", "ordering_alignment",
+                    "ordering_attention_mask")
 STAGE_F_REDUCTIONS = ("reference", "per_objective")
 StageFReduction = Literal["reference", "per_objective"]
 XX_LANG_ID = 1  # the target language's id (docs/methods/trelm.md, "The model")
