@@ -106,21 +106,26 @@ def vocabulary_stats(tokenizer: Any, family: str = "wordpiece") -> dict[str, int
             "single_char_pieces": sum(len(b) == 1 for b in bare), "multi_char_pieces": sum(len(b) > 1 for b in bare)}
 
 
-def _pipeline(lowercase: bool) -> Any:
+def _pipeline(lowercase: bool, strip_accents: bool | None = None) -> Any:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
+    if strip_accents is None:  # BERT's rule: accents go with lower-casing
+        strip_accents = None if lowercase else False
     tok = Tokenizer(models.WordPiece(vocab={"[UNK]": 0}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None if lowercase else False,
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=strip_accents,
                                                 clean_text=True, handle_chinese_chars=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     return tok
 
 
 def train_wordpiece(lines: Iterable[str], vocab_size: int, *, lowercase: bool = False,
-                    limit_alphabet: int | None = None) -> Any:
+                    limit_alphabet: int | None = None, strip_accents: bool | None = None) -> Any:
     """A `PreTrainedTokenizerFast` with a deterministic vocabulary of at most `vocab_size` entries
     (special tokens included), keeping at most `limit_alphabet` distinct characters
-    (default: `default_limit_alphabet(vocab_size)`; 0 or less: no limit)."""
+    (default: `default_limit_alphabet(vocab_size)`; 0 or less: no limit).
+
+    `strip_accents` None follows BERT (accents stripped only when lower-casing); True strips them from
+    cased text too, as TreLM's joint vocabulary does (docs/methods/trelm.md, "Stages")."""
     if vocab_size <= len(SPECIALS):
         raise ConfigError(f"a WordPiece vocabulary needs more than {len(SPECIALS)} entries (the special tokens "
                           f"{', '.join(SPECIALS)}), got {vocab_size}")
@@ -129,7 +134,7 @@ def train_wordpiece(lines: Iterable[str], vocab_size: int, *, lowercase: bool = 
     from tokenizers import decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = _pipeline(lowercase)
+    tok = _pipeline(lowercase, strip_accents)
     counts: Counter[str] = Counter()
     for line in lines:
         normalised = tok.normalizer.normalize_str(line)
