@@ -281,6 +281,12 @@ class Method:
         roots, so a missing pool is reported before a source model or a helper is trained."""
         return []
 
+    def preflight_problems(self) -> list[str]:
+        """Problems the run's pre-flight reports before any work, beyond the parameters (`check`) and the
+        text pools (`pretraining_languages`): a source model the method cannot transfer, a tool that is
+        not installed, an empty corpus. Cheap checks only: nothing is built or trained here."""
+        return []
+
     def build_encoder(self, lang: str | None) -> Encoder:
         raise NotImplementedError
 

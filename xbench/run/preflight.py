@@ -47,6 +47,10 @@ def run_problems(rr: Any) -> list[str]:
         problems += slot_problems
         problems += [p for lang in method.pretraining_languages()
                      if f"mono_{lang}" not in filled and (p := pool_problem(lang, req.data_dir))]
+        try:
+            problems += method.preflight_problems()
+        except XbenchError as exc:
+            problems += _messages(exc)
     if getattr(method_cls, "uses_model", True):
         problems += model_problems(rr.model, rr.request.data_dir)
     problems += data_problems(rr, method_cls.scope)
