@@ -58,6 +58,12 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("meta-single", "baseline",
                    "meta's single-phase baseline: multilingual MLM only, same total steps, batch and sampler",
                    "xbench.methods.meta:MetaSingleMethod"),
+        MethodInfo("trelm", "transfer",
+                   "TreLM: joint vocabulary mapped into BERT's space, a TRILayer, CdLM on aligned pairs, target MLM",
+                   "xbench.methods.trelm:TrelmMethod", paper="arXiv 2107.12627"),
+        MethodInfo("scratch-trelm", "baseline",
+                   "scratch matched to trelm: its L+1-layer architecture, joint tokenizer, target data and E+F+H tokens",
+                   "xbench.methods.trelm:TrelmScratchMethod"),
     ]
 }
 
