@@ -276,10 +276,11 @@ class TrelmMethod(Method):
             W, report = map_embeddings(X, Y, settings, src_order=order)
             mapped = (X @ W.T).contiguous()
             save_file({"embeddings": mapped, "W": W.contiguous()}, str(out / "mapping.safetensors"))
-            summary = {"adversarial_criterion": report["adversarial"]["best_criterion"],
-                       "refined_criterion": report["refinement"]["best_criterion"],
-                       "adversarial_epochs": len(report["adversarial"]["epochs"]),
-                       "refinement_rounds": len(report["refinement"]["rounds"]) - 1}
+            adversarial, refinement = report.get("adversarial", {}), report.get("refinement", {})
+            summary = {"adversarial_criterion": adversarial.get("best_criterion"),
+                       "refined_criterion": refinement.get("best_criterion"),
+                       "adversarial_epochs": len(adversarial.get("epochs", [])),
+                       "refinement_rounds": max(0, len(refinement.get("rounds", [])) - 1)}
             return {"stages": [StageRecord(name=f"TreLM C: embedding mapping onto {b.source.name}", kind="auxiliary",
                                            wall_seconds=round(time.perf_counter() - t0, 3),
                                            extra={"stage": "C", "role": "mapping", **summary,
