@@ -77,6 +77,15 @@ def _normalised(M: Any) -> Any:
     return M / M.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def _within(rows: Any, order: Sequence[int] | None, n: int, limit: int) -> Any:
+    """A boolean mask over `rows`: which are among the first `limit` rows in frequency order."""
+    import torch
+
+    keep = torch.zeros(n, dtype=torch.bool, device=rows.device)
+    keep[_order(order, n, limit, rows.device)] = True
+    return keep[rows]
+
+
 def _order(order: Sequence[int] | None, n: int, limit: int, device: Any) -> Any:
     """The first `limit` row indices in frequency order (row order when no order is given)."""
     import torch
@@ -136,7 +145,9 @@ def induce_dictionary(WX: Any, Y: Any, method: str = "csls_knn_10", direction: s
                       src_order: Sequence[int] | None = None, tgt_order: Sequence[int] | None = None) -> Any:
     """Dictionary pairs (n x 2 LongTensor of [source row, target row]): with S2T each source among the
     `max_rank` most frequent is paired with its nearest target under `method` (CSLS by default); T2S the
-    other way round; S2T&T2S keeps the pairs both directions agree on."""
+    other way round; S2T&T2S keeps the pairs both directions agree on. As in MUSE (`dico_max_rank`), a pair
+    is kept only when its other side is among the `max_rank` most frequent too: the neighbour search runs
+    over every row, but a rare word is not let into the dictionary."""
     import torch
 
     A, B = _normalised(_tensor(WX)), _normalised(_tensor(Y, WX.device if hasattr(WX, "device") else None))
@@ -145,10 +156,12 @@ def induce_dictionary(WX: Any, Y: Any, method: str = "csls_knn_10", direction: s
     pairs = []
     if "S2T" in direction:
         rows = _order(src_order, len(A), max_rank, A.device)
-        pairs.append(torch.stack([rows, _nearest(A, B, rows, method)[0]], dim=1))
+        found = torch.stack([rows, _nearest(A, B, rows, method)[0]], dim=1)
+        pairs.append(found[_within(found[:, 1], tgt_order, len(B), max_rank)])
     if "T2S" in direction:
         rows = _order(tgt_order, len(B), max_rank, B.device)
-        pairs.append(torch.stack([_nearest(B, A, rows, method)[0], rows], dim=1))
+        found = torch.stack([_nearest(B, A, rows, method)[0], rows], dim=1)
+        pairs.append(found[_within(found[:, 0], src_order, len(A), max_rank)])
     if len(pairs) == 1:
         return pairs[0]
     both = {tuple(p) for p in pairs[1].tolist()}
@@ -164,13 +177,16 @@ def procrustes(X_D: Any, Y_D: Any) -> Any:
     return U @ Vt
 
 
-def criterion(WX: Any, Y: Any, k: int = 10, rank: int = 10_000, src_order: Sequence[int] | None = None) -> float:
+def criterion(WX: Any, Y: Any, k: int = 10, rank: int = 10_000, src_order: Sequence[int] | None = None,
+              tgt_order: Sequence[int] | None = None) -> float:
     """The unsupervised model-selection criterion: the mean cosine of the CSLS-induced source-to-target pairs
-    among the `rank` most frequent sources (higher is better)."""
+    among the `rank` most frequent sources (higher is better); as in MUSE, pairs whose target is not among
+    the `rank` most frequent targets are left out, and -1e9 is returned when no pair is left."""
     A, B = _normalised(_tensor(WX)), _normalised(_tensor(Y, WX.device if hasattr(WX, "device") else None))
     rows = _order(src_order, len(A), rank, A.device)
-    _, cos = _nearest(A, B, rows, f"csls_knn_{k}")
-    return float(cos.mean())
+    targets, cos = _nearest(A, B, rows, f"csls_knn_{k}")
+    cos = cos[_within(targets, tgt_order, len(B), rank)]
+    return float(cos.mean()) if len(cos) else -1e9
 
 
 def _discriminator(d: int, s: MappingSettings) -> Any:
@@ -200,82 +216,89 @@ def adversarial_map(X: Any, Y: Any, settings: MappingSettings, *, src_order: Seq
     if problems:
         raise XbenchError("; ".join(problems))
     s, d = settings, X.shape[1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(s.seed)
-        dis = _discriminator(d, s).to(X.device)
-        W = torch.nn.Parameter(torch.eye(d, device=X.device))
-    gen = torch.Generator(device="cpu").manual_seed(s.seed)
     n_src = min(s.dis_most_frequent or len(X), len(X))
     n_tgt = min(s.dis_most_frequent or len(Y), len(Y))
     src_rows = _order(src_order, len(X), n_src, "cpu")
     tgt_rows = _order(tgt_order, len(Y), n_tgt, "cpu")
-    dis_opt = torch.optim.SGD(dis.parameters(), lr=s.lr)
-    map_opt = torch.optim.SGD([W], lr=s.lr)
-    labels = torch.cat([torch.full((s.batch_size,), 1 - s.smoothing), torch.full((s.batch_size,), s.smoothing)])
-    labels = labels.to(X.device)[:, None]
+    cuda = [X.device.index if X.device.index is not None else torch.cuda.current_device()] \
+        if X.device.type == "cuda" else []
+    # Every random draw of the training (initialisation, batches, the discriminator's dropout) comes from the
+    # seed, and the caller's global generators are left as they were.
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(s.seed)
+        dis = _discriminator(d, s).to(X.device)
+        W = torch.nn.Parameter(torch.eye(d, device=X.device))
+        gen = torch.Generator(device="cpu").manual_seed(s.seed)
+        dis_opt = torch.optim.SGD(dis.parameters(), lr=s.lr)
+        map_opt = torch.optim.SGD([W], lr=s.lr)
+        labels = torch.cat([torch.full((s.batch_size,), 1 - s.smoothing), torch.full((s.batch_size,), s.smoothing)])
+        labels = labels.to(X.device)[:, None]  # mapped sources 1 - s, targets s (MUSE's convention)
 
-    def batch() -> tuple[Any, Any]:
-        i = src_rows[torch.randint(0, n_src, (s.batch_size,), generator=gen)]
-        j = tgt_rows[torch.randint(0, n_tgt, (s.batch_size,), generator=gen)]
-        return X[i.to(X.device)], Y[j.to(Y.device)]
+        def batch() -> tuple[Any, Any]:
+            i = src_rows[torch.randint(0, n_src, (s.batch_size,), generator=gen)]
+            j = tgt_rows[torch.randint(0, n_tgt, (s.batch_size,), generator=gen)]
+            return X[i.to(X.device)], Y[j.to(Y.device)]
 
-    best, best_W, history, shrink_armed = -float("inf"), W.detach().clone(), [], False
-    for epoch in range(s.epochs):
-        dis_losses, map_losses = [], []
-        dis.train()
-        for _ in range(max(1, s.epoch_size // s.batch_size)):
-            for _ in range(s.dis_steps):
-                x, y = batch()
-                with torch.no_grad():
-                    mapped = x @ W.T
-                loss = binary_cross_entropy(dis(torch.cat([mapped, y])), labels)
-                dis_opt.zero_grad()
-                loss.backward()
-                dis_opt.step()
-                dis_losses.append(float(loss.detach()))
-            if s.lambda_dis > 0:
-                x, y = batch()
-                loss = s.lambda_dis * binary_cross_entropy(dis(torch.cat([x @ W.T, y])), 1 - labels)
-                map_opt.zero_grad()
-                loss.backward()
-                map_opt.step()
-                with torch.no_grad():  # W <- (1 + beta) W - beta (W Wᵀ) W: stay close to orthogonal
-                    W.copy_((1 + s.beta) * W - s.beta * (W @ W.T) @ W)
-                map_losses.append(float(loss.detach()))
-        with torch.no_grad():
-            score = criterion(X @ W.T, Y, s.csls_k, s.criterion_rank, src_order)
-        lr = map_opt.param_groups[0]["lr"]
-        history.append({"epoch": epoch + 1, "criterion": round(score, 6), "lr": lr,
-                        "dis_loss": round(sum(dis_losses) / len(dis_losses), 6),
-                        "map_loss": round(sum(map_losses) / max(1, len(map_losses)), 6)})
-        if log is not None:
-            log(f"adversarial mapping epoch {epoch + 1}/{s.epochs}: criterion {score:.4f} lr {lr:.2e}")
-        lr = max(s.min_lr, lr * s.lr_decay)
-        if score > best:
-            best, best_W = score, W.detach().clone()
-        else:
-            if shrink_armed:  # as MUSE: the lr shrinks from the second fall below the best on
-                lr *= s.lr_shrink
-            shrink_armed = True
-        map_opt.param_groups[0]["lr"] = lr
-        if lr < s.min_lr:
-            break
+        best, best_W, history, shrink_armed = -float("inf"), W.detach().clone(), [], False
+        for epoch in range(s.epochs):
+            dis_losses, map_losses = [], []
+            for _ in range(-(-s.epoch_size // s.batch_size)):  # as MUSE: range(0, epoch_size, batch_size)
+                dis.train()
+                for _ in range(s.dis_steps):
+                    x, y = batch()
+                    with torch.no_grad():
+                        mapped = x @ W.T
+                    loss = binary_cross_entropy(dis(torch.cat([mapped, y])), labels)
+                    dis_opt.zero_grad()
+                    loss.backward()
+                    dis_opt.step()
+                    dis_losses.append(float(loss.detach()))
+                if s.lambda_dis > 0:
+                    dis.eval()  # as MUSE: the map step sees the discriminator without its dropout
+                    x, y = batch()
+                    loss = s.lambda_dis * binary_cross_entropy(dis(torch.cat([x @ W.T, y])), 1 - labels)
+                    map_opt.zero_grad()
+                    loss.backward()
+                    map_opt.step()
+                    with torch.no_grad():  # W <- (1 + beta) W - beta (W Wᵀ) W: stay close to orthogonal
+                        W.copy_((1 + s.beta) * W - s.beta * (W @ W.T) @ W)
+                    map_losses.append(float(loss.detach()))
+            with torch.no_grad():
+                score = criterion(X @ W.T, Y, s.csls_k, s.criterion_rank, src_order, tgt_order)
+            lr = map_opt.param_groups[0]["lr"]
+            history.append({"epoch": epoch + 1, "criterion": round(score, 6), "lr": lr,
+                            "dis_loss": round(sum(dis_losses) / len(dis_losses), 6),
+                            "map_loss": round(sum(map_losses) / max(1, len(map_losses)), 6)})
+            if log is not None:
+                log(f"adversarial mapping epoch {epoch + 1}/{s.epochs}: criterion {score:.4f} lr {lr:.2e}")
+            lr = max(s.min_lr, lr * s.lr_decay)
+            if score > best:
+                best, best_W = score, W.detach().clone()
+            elif score < best:
+                if shrink_armed:  # as MUSE: the lr shrinks from the second fall below the best on
+                    lr *= s.lr_shrink
+                shrink_armed = True
+            map_opt.param_groups[0]["lr"] = lr
+            if lr < s.min_lr:
+                break
     return best_W, {"phase": "adversarial", "best_criterion": round(best, 6), "epochs": history}
 
 
 def refine(W: Any, X: Any, Y: Any, settings: MappingSettings, *, src_order: Sequence[int] | None = None,
-           device: Any = None, log: Callable[[str], None] | None = None) -> tuple[Any, dict[str, Any]]:
+           tgt_order: Sequence[int] | None = None, device: Any = None,
+           log: Callable[[str], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Procrustes refinement: `settings.refinements` rounds of a CSLS S2T dictionary among the `max_rank`
-    most frequent sources, then the closed-form map; the W with the best criterion (the input included)."""
+    most frequent sources (pairs with a rarer target left out, as in MUSE), then the closed-form map; the W
+    with the best criterion (the input included)."""
     X, Y = _tensor(X, device), _tensor(Y, device)
     W = _tensor(W, X.device)
     s = settings
-    best_W, best = W, criterion(X @ W.T, Y, s.csls_k, s.criterion_rank, src_order)
+    best_W, best = W, criterion(X @ W.T, Y, s.csls_k, s.criterion_rank, src_order, tgt_order)
     history = [{"round": 0, "criterion": round(best, 6)}]
     for r in range(s.refinements):
-        pairs = induce_dictionary(X @ W.T, Y, f"csls_knn_{s.csls_k}", "S2T", s.max_rank, src_order)
+        pairs = induce_dictionary(X @ W.T, Y, f"csls_knn_{s.csls_k}", "S2T", s.max_rank, src_order, tgt_order)
         W = procrustes(X[pairs[:, 0]], Y[pairs[:, 1]])
-        score = criterion(X @ W.T, Y, s.csls_k, s.criterion_rank, src_order)
+        score = criterion(X @ W.T, Y, s.csls_k, s.criterion_rank, src_order, tgt_order)
         history.append({"round": r + 1, "criterion": round(score, 6), "pairs": len(pairs)})
         if log is not None:
             log(f"refinement {r + 1}/{s.refinements}: criterion {score:.4f} ({len(pairs)} pairs)")
@@ -289,5 +312,5 @@ def map_embeddings(X: Any, Y: Any, settings: MappingSettings, *, src_order: Sequ
                    log: Callable[[str], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Adversarial training, then refinement: the final W and both phases' reports."""
     W, adv = adversarial_map(X, Y, settings, src_order=src_order, tgt_order=tgt_order, device=device, log=log)
-    W, ref = refine(W, X, Y, settings, src_order=src_order, device=device, log=log)
+    W, ref = refine(W, X, Y, settings, src_order=src_order, tgt_order=tgt_order, device=device, log=log)
     return W, {"settings": settings.to_dict(), "adversarial": adv, "refinement": ref}
