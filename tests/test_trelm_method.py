@@ -81,7 +81,8 @@ def test_a_source_that_is_not_a_bert_is_refused_in_the_preflight(tmp_path: Path)
     assert TrelmScratchMethod(_ctx("xbench/tiny-en-gpt2", _parallel_root(tmp_path / "root"))).preflight_problems()
 
 
-def test_an_empty_parallel_corpus_is_refused_in_the_preflight(tmp_path: Path) -> None:
+def test_an_empty_parallel_corpus_is_refused_in_the_preflight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XBENCH_DATA", raising=False)  # the shared data root would add its real pairs
     empty = _parallel_root(tmp_path / "empty", de_side=[""] * 10)  # every pair has an empty German side
     (problem,) = TrelmMethod(_ctx(data_dir=empty)).preflight_problems()
     assert problem.startswith("method 'trelm' (Stage F) needs English–de sentence pairs, but the parallel corpus is "
