@@ -89,10 +89,6 @@ def resolve(req: RunRequest) -> ResolvedRun:
         if req.protocol and req.protocol not in card.protocols:
             problems.append(f"task '{card.name}' has no protocol '{req.protocol}'; "
                             f"valid protocols: {', '.join(card.protocols)}")
-    if profile is not None and profile.get("methods") is not None and req.method not in profile["methods"]:
-        problems.append(f"profile '{profile['name']}' has budgets for the method(s) {', '.join(profile['methods'])} "
-                        f"only; '{req.method}' would run with settings sized for another scale (use --profile smoke, "
-                        "or see the profile's file for what is measured)")
     if profile is not None:
         problems += method_params_problems(profile)
     if profile is not None and card is not None and card.task_type not in profile["finetune"]:
@@ -101,6 +97,11 @@ def resolve(req: RunRequest) -> ResolvedRun:
     if profile is not None:
         profile, override_problems = apply_overrides(profile, req.overrides, card.task_type if card else None)
         problems += override_problems
+    # After the overrides: `--set methods=[...]` narrows (or widens) the list like any other setting.
+    if profile is not None and profile.get("methods") is not None and req.method not in profile["methods"]:
+        problems.append(f"profile '{profile['name']}' has budgets for the method(s) {', '.join(profile['methods'])} "
+                        f"only; '{req.method}' would run with settings sized for another scale (use --profile smoke, "
+                        "or see the profile's file for what is measured)")
     finetune: dict[str, Any] = {}
     if card is not None and profile is not None:
         finetune = dict(profile["finetune"].get(card.task_type, {}))
