@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xbench.errors import XbenchError
+from xbench.stages.lm import LMArgs
 
 if TYPE_CHECKING:
     import torch
@@ -30,18 +31,12 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class StageArgs:
-    """The optimiser settings every TreLM stage shares (docs/methods/trelm.md, "Defaults")."""
+class StageArgs(LMArgs):
+    """The LM stage settings plus the two optimiser settings TreLM's reference fixes (docs/methods/trelm.md,
+    "Defaults")."""
 
-    lr: float
-    batch_size: int
-    seq_len: int
-    max_steps: int
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
     adam_eps: float = 1e-6
     max_grad_norm: float = 5.0
-    seed: int = 0
 
 
 def line_windows(ids: list[int], body: int) -> list[list[int]]:
