@@ -138,7 +138,7 @@ def run(
     task: Annotated[str, typer.Option(help="Task name (see `xbench list`).")],
     langs: Annotated[str, typer.Option(help="Comma-separated target languages, e.g. de,zh.")],
     protocol: Annotated[Optional[str], typer.Option(help="Evaluation protocol; the card's default if omitted.")] = None,
-    profile: Annotated[str, typer.Option(help="Run profile: smoke (CPU, tiny models) or paper (GPU).")] = "smoke",
+    profile: Annotated[str, typer.Option(help="Run profile: smoke (pipeline check, tiny models), cpu (a real pretrained model on a laptop) or paper (GPU).")] = "smoke",
     model: Annotated[Optional[str], typer.Option(help="Source model: hub name, local path or xbench/tiny-*.")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated fine-tuning seeds; the profile's if omitted.")] = None,
     output_dir: Annotated[Path, typer.Option(help="Where result files go.")] = Path("results"),
