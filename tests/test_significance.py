@@ -82,6 +82,18 @@ def test_entity_f1_is_recomputed_from_summed_counts_as_seqeval_computes_it():
     assert float(metric_of(st.values.sum(axis=0), 3, "f1")) == pytest.approx(f1_score(gold, pred))
 
 
+def test_entity_precision_and_recall_are_recomputed_as_seqeval_computes_them():
+    from seqeval.metrics import precision_score, recall_score
+
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG"], ["B-LOC", "O"]]
+    pred = [["B-PER", "I-PER", "O", "O"], ["B-ORG", "B-ORG"], ["I-LOC", "O"]]
+    records = [{"index": i, "gold": g, "pred": p} for i, (g, p) in enumerate(zip(gold, pred))]
+    for metric, ref in (("precision", precision_score(gold, pred)), ("recall", recall_score(gold, pred))):
+        st = unit_stats("token-labelling", metric, records, "de", {}, "t")
+        assert st.kind == "ratio"
+        assert float(metric_of(st.values.sum(axis=0), 3, st.kind)) == pytest.approx(ref)
+
+
 def test_predictions_that_do_not_reproduce_the_recorded_score_are_refused(tmp_path: Path):
     path = tmp_path / "seed-1.json"
     preds = tmp_path / "seed-1.predictions"

@@ -119,14 +119,19 @@ def unit_stats(task_type: str, metric: str, records: Sequence[Mapping[str, Any]]
                 raise XbenchError(f"{where}: question '{r['id']}' has no non-empty gold answer")
             rows.append([fn(r["pred"], golds, lang, scheme)])
         return UnitStats(tuple(str(r["id"]) for r in records), np.array(rows), "mean")
-    if task_type == "token-labelling" and metric == "f1":
+    if task_type == "token-labelling" and metric in ("f1", "precision", "recall"):
         from seqeval.metrics.sequence_labeling import get_entities
 
         rows = []
         for r in records:
             gold, pred = set(get_entities(list(r["gold"]))), set(get_entities(list(r["pred"])))
             rows.append([float(len(gold & pred)), float(len(pred)), float(len(gold))])
-        return UnitStats(tuple(str(r["index"]) for r in records), np.array(rows), "f1")
+        values = np.array(rows)
+        ids = tuple(str(r["index"]) for r in records)
+        if metric == "f1":
+            return UnitStats(ids, values, "f1")
+        # Entity-level precision and recall are ratios of the same additive counts: tp / predicted, tp / gold.
+        return UnitStats(ids, values[:, [0, 1 if metric == "precision" else 2]], "ratio")
     if task_type == "parsing" and metric in ("uas", "las", "clas"):
         return _parsing_stats(records, metric, where)
     raise XbenchError(f"{where}: paired significance is not available for {task_type} / {metric}: its prediction "
