@@ -144,6 +144,8 @@ def test_the_leaderboard_shows_the_interval_and_marks_a_real_difference(tmp_path
     md = render_markdown("xnli", build_tables(iter_results(tmp_path), ["de", "zh"]), card_version=1)
     row = next(line for line in md.splitlines() if line.startswith("| clp |"))
     assert "[" not in row.split("|")[5] and "no paired test:" in row and "seed-2.predictions" in row
+    # named from the results folder: a committed leaderboard shows no machine's absolute paths
+    assert str(tmp_path) not in md
 
 
 def test_parsing_statistics_reproduce_the_official_scorer(data_root, tmp_path):

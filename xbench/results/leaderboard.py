@@ -104,7 +104,10 @@ def _paired(row: Row, base: Row, units: list[str], metric: str,
                                 {s: by_path[p] for s, p in base.paths.items()}, units, metric,
                                 what=f"{row.method} vs {base.method}")
     except XbenchError as exc:
-        return None, f"no paired test: {str(exc).splitlines()[0]}"
+        message = str(exc).splitlines()[0]
+        for root in {str(r["_root"]) for r in by_path.values() if r.get("_root")}:
+            message = message.replace(root.rstrip("/") + "/", "")
+        return None, f"no paired test: {message}"
     return {u: t.to_dict() for u, t in tests.items()}, None
 
 

@@ -169,5 +169,8 @@ def iter_results(root: Path, task: str | None = None) -> list[dict[str, Any]]:
             continue
         r = load_result(path)
         r["_path"] = str(path)
+        # Messages about a result's files name them from here, so a committed leaderboard shows no
+        # machine's absolute paths.
+        r["_root"] = str(root)
         out.append(r)
     return out
