@@ -263,3 +263,48 @@ def test_overrides_convert_and_keep_the_profile_untouched() -> None:
 def test_output_dir_probe_leaves_nothing(tmp_path: Path) -> None:
     assert output_dir_problem(tmp_path / "new" / "deeper") is None
     assert list(tmp_path.iterdir()) == []  # neither the folders nor the probe file
+
+
+def _profile_with_protocols(tmp_path: Path, monkeypatch, protocols: str) -> None:
+    import xbench.profiles as profiles
+
+    text = (REPO / "xbench/profiles/smoke.yaml").read_text().replace("name: smoke", "name: proto")
+    block = "  sentence-pair-classification: {"
+    assert block in text
+    _write(tmp_path / "proto.yaml", text.replace(block, block + f"protocols: {protocols}, ", 1))
+    monkeypatch.setattr(profiles, "PROFILE_DIR", tmp_path)
+
+
+def test_a_protocol_entry_changes_its_protocol_only_and_set_still_wins(tmp_path: Path, monkeypatch) -> None:
+    base = resolve(RunRequest(method="source", task="xnli", langs=["de"], profile="smoke",
+                              output_dir=str(tmp_path / "out"))).finetune
+    _profile_with_protocols(tmp_path, monkeypatch, "{in-language: {max_steps: 77, lr: 3.0e-4}}")
+
+    def run(protocol: str, **overrides: str):
+        return resolve(RunRequest(method="source", task="xnli", langs=["de"], protocol=protocol, profile="proto",
+                                  output_dir=str(tmp_path / "out"), overrides=overrides))
+
+    in_language, zero_shot = run("in-language"), run("zero-shot")
+    assert in_language.finetune == {**base, "max_steps": 77, "lr": 3e-4}
+    assert zero_shot.finetune == base
+    # what the config records is the resolved block: no table, so other protocols' identities are as before
+    assert "protocols" not in str(zero_shot.config) and "protocols" not in str(in_language.config)
+    assert run("in-language", **{"finetune.max_steps": "5"}).finetune["max_steps"] == 5
+
+
+def test_bad_protocol_entries_are_reported(tmp_path: Path, monkeypatch) -> None:
+    import xbench.profiles as profiles
+    from xbench.cards import validate_all_cards
+    from xbench.run.request import protocol_override_problems
+
+    _profile_with_protocols(tmp_path, monkeypatch, "{in-langauge: {max_step: 5, lr: fast}, zero-shot: 3}")
+    problems = profiles.profile_problems("proto")
+    where = "profile proto: finetune.sentence-pair-classification.protocols"
+    assert any(p.startswith(f"{where}.in-langauge.max_step: unknown setting") for p in problems), problems
+    assert f"{where}.in-langauge.lr: expected a number, got 'fast'" in problems
+    assert f"{where}.zero-shot: expected a mapping of settings, got 3" in problems
+
+    _profile_with_protocols(tmp_path, monkeypatch, "{in-langauge: {max_steps: 5}}")
+    assert profiles.profile_problems("proto") == []
+    typo = protocol_override_problems(profiles.load_profile("proto"), validate_all_cards()[0])
+    assert len(typo) == 1 and "in-langauge: no card of task type 'sentence-pair-classification'" in typo[0]

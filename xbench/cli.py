@@ -310,7 +310,7 @@ def validate(tasks_dir: TasksDirOption = None) -> None:
     """Check every task card (built-in and --tasks-dir), profile and installed plugin; report every problem at once."""
     from xbench.profiles import available, load_profile, profile_problems
     from xbench.cards import validate_all_cards
-    from xbench.run.request import method_params_problems
+    from xbench.run.request import method_params_problems, protocol_override_problems
     from xbench.registry import plugin_problems
 
     _use_tasks_dirs(tasks_dir)
@@ -319,7 +319,10 @@ def validate(tasks_dir: TasksDirOption = None) -> None:
     problems += card_problems
     for name in available():
         own = profile_problems(name)
-        problems += own or method_params_problems(load_profile(name))
+        if not own:
+            profile = load_profile(name)
+            own = method_params_problems(profile) + protocol_override_problems(profile, cards)
+        problems += own
     console = _console()
     if problems:
         console.print(f"[red]{len(problems)} problem(s):[/red]")

@@ -126,12 +126,45 @@ def block_problems(where: str, section: str, block: Any) -> list[str]:
     if not any(k in block for k in ("max_steps", "epochs", "max_tokens")):
         problems.append(f"{where} needs max_steps, epochs or max_tokens")
     for setting, value in block.items():
+        if setting == "protocols" and section == "finetune":
+            problems += _protocol_problems(f"{where}.protocols", value)
+            continue
         spec = SETTINGS[section].get(setting)
         if spec is None:
             problems.append(f"{where}.{setting}: unknown setting; valid keys: " + ", ".join(SETTINGS[section]))
         else:
             problems += [p for p in [check_value(f"{where}.{setting}", value, spec)[1]] if p]
     return problems
+
+
+def _protocol_problems(where: str, protocols: Any) -> list[str]:
+    """`protocols: {<protocol>: {setting: value}}`: settings one protocol changes in its task type's block.
+
+    A protocol can need another budget than the rest of its task type (XNLI in-language trains on
+    German text the English tokenizer splits finely); its entry holds only what differs.
+    """
+    if not isinstance(protocols, dict):
+        return [f"{where}: expected a mapping of protocol name to settings, got {protocols!r}"]
+    problems = []
+    for name, settings in protocols.items():
+        if not isinstance(settings, dict) or not settings:
+            problems.append(f"{where}.{name}: expected a mapping of settings, got {settings!r}")
+            continue
+        for setting, value in settings.items():
+            spec = SETTINGS["finetune"].get(setting)
+            if spec is None:
+                problems.append(f"{where}.{name}.{setting}: unknown setting; valid keys: "
+                                + ", ".join(SETTINGS["finetune"]))
+            else:
+                problems += [p for p in [check_value(f"{where}.{name}.{setting}", value, spec)[1]] if p]
+    return problems
+
+
+def for_protocol(block: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """A finetune block as one protocol runs it: its `protocols` entry for `protocol` applied, the table dropped."""
+    out = {k: v for k, v in block.items() if k != "protocols"}
+    out.update((block.get("protocols") or {}).get(protocol, {}))
+    return out
 
 
 def profile_problems(name: str) -> list[str]:

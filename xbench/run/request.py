@@ -94,6 +94,9 @@ def resolve(req: RunRequest) -> ResolvedRun:
     if profile is not None and card is not None and card.task_type not in profile["finetune"]:
         profile, default_problems = _task_type_defaults(profile, card)
         problems += default_problems
+    if profile is not None and card is not None and card.task_type in profile["finetune"]:
+        # The protocol's own settings first, so that --set still has the last word.
+        profile = _for_protocol(profile, card, req.protocol or card.default_protocol)
     if profile is not None:
         profile, override_problems = apply_overrides(profile, req.overrides, card.task_type if card else None)
         problems += override_problems
@@ -204,6 +207,34 @@ def _task_type_defaults(profile: dict[str, Any], card: TaskCard) -> tuple[dict[s
     if problems:
         return profile, problems
     return {**profile, "finetune": {**profile["finetune"], card.task_type: dict(block)}}, []
+
+
+def _for_protocol(profile: dict[str, Any], card: TaskCard, protocol: str) -> dict[str, Any]:
+    """The profile with this task type's block as `protocol` runs it (profiles.for_protocol).
+
+    The resolved block is what the run's config records, so a protocol's override is part of its
+    identity while the other protocols' configs stay as they were before the table existed.
+    """
+    from xbench.profiles import for_protocol
+
+    block = profile["finetune"][card.task_type]
+    return {**profile, "finetune": {**profile["finetune"], card.task_type: for_protocol(block, protocol)}}
+
+
+def protocol_override_problems(profile: dict[str, Any], cards: dict[str, TaskCard]) -> list[str]:
+    """A profile's `finetune.<type>.protocols` entries that name no protocol of any card of that type.
+
+    Such an entry never applies (a typo such as `in-langauge` would silently leave the budget as it
+    was), so `xbench validate` reports it.
+    """
+    problems = []
+    for task_type, block in profile["finetune"].items():
+        known = {p for c in cards.values() if c.task_type == task_type for p in c.protocols}
+        for name in (block.get("protocols") or {}):
+            if name not in known:
+                problems.append(f"profile {profile['name']}: finetune.{task_type}.protocols.{name}: no card of task "
+                                f"type '{task_type}' has this protocol; known: {', '.join(sorted(known)) or 'none'}")
+    return problems
 
 
 def options_variant(options: dict[str, Any]) -> str:
