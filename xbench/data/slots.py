@@ -10,8 +10,6 @@ stand in (the rows are then flagged `fallback: <slot>`).
 """
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 from xbench.data.pools import TextPool, build_pool, evaluation_texts, fill_pool, pool_text_files
 from xbench.data.sources import data_roots
+from xbench.data.textfiles import parse_json_line
 from xbench.errors import ConfigError, DataFormatError, XbenchError
 
 # Slot names of docs/protocols.md, "Data slots": (pattern, kind). `mono` and `parallel` are text for
@@ -248,13 +247,9 @@ def _lines(path: Path) -> list[str]:
 
 
 def _read_lines(path: Path) -> list[str]:
-    raw = gzip.open(path, "rb").read() if path.name.lower().endswith(".gz") else path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataFormatError(path, "not UTF-8 text", line=line) from None
-    return text.splitlines()
+    from xbench.data.textfiles import read_text
+
+    return read_text(path).splitlines()
 
 
 def _local_record(spec: SlotSpec, path: Path) -> dict[str, Any]:
@@ -307,10 +302,7 @@ def read_parallel(spec: SlotSpec, src: str, tgt: str) -> tuple[list[tuple[str, s
         if not line.strip():
             continue
         if jsonl:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, f"not valid JSON ({exc.msg})", line=i) from None
+            row = parse_json_line(line, path, i)
             if not isinstance(row, dict) or not isinstance(row.get("src"), str) or not isinstance(row.get("tgt"), str):
                 raise DataFormatError(path, "a row needs text fields 'src' and 'tgt'", line=i,
                                       expected='{"src": ..., "tgt": ..., "src_lang": ..., "tgt_lang": ...}')
@@ -393,10 +385,7 @@ def read_pair_slot(spec: SlotSpec, labels: list[str], placeholders: set[str]) ->
         for i, line in enumerate(_lines(path), start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, f"not valid JSON ({exc.msg})", line=i) from None
+            row = parse_json_line(line, path, i)
             if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("sentence1", "sentence2")):
                 raise DataFormatError(path, "a row needs text fields 'sentence1' and 'sentence2'", line=i)
             examples.append(PairExample(row["sentence1"], row["sentence2"],

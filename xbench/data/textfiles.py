@@ -10,6 +10,7 @@ gets the same parse back instead of reading the file a second time.
 from __future__ import annotations
 
 import gzip
+import json
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -56,6 +57,23 @@ def read_bytes(path: str | Path) -> bytes:
 def read_text(path: str | Path) -> str:
     """A UTF-8 text file (``*.gz`` gunzipped) as one string, newlines untouched."""
     return decode_utf8(read_bytes(path), path)
+
+
+def parse_json_line(text: str, path: str | Path, line: int) -> Any:
+    """One JSONL line parsed; a malformed one is a DataFormatError naming the file and line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, f"not valid JSON ({exc.msg})", line=line) from None
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
+    """(line number, record) for every non-blank line of a JSONL file (``*.gz`` gunzipped).
+
+    The line numbers let a caller that checks the records' fields name the line of a bad one.
+    """
+    lines = read_text(path).splitlines()
+    return [(n, parse_json_line(text, path, n)) for n, text in enumerate(lines, start=1) if text.strip()]
 
 
 def memoised(reader: Callable[..., T], path: str | Path, *args: Any, **kwargs: Any) -> T:

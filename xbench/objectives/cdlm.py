@@ -147,17 +147,12 @@ def write_cdlm_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> 
 
 def read_cdlm_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The records of a CdLM JSONL file, each checked; blank lines are skipped."""
+    from xbench.data.textfiles import read_jsonl
+
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, f"not JSON ({exc.msg})", line=n) from None
-            check_cdlm_record(record, where=str(path), line=n)
-            out.append(record)
+    for n, record in read_jsonl(path):
+        check_cdlm_record(record, where=str(path), line=n)
+        out.append(record)
     return out
 
 

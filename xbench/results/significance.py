@@ -40,7 +40,6 @@ few lines.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -170,23 +169,12 @@ def predictions_path(result_path: str | Path, unit: str) -> Path:
     return path.with_suffix("").with_name(path.stem + ".predictions") / f"{unit}.jsonl"
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise XbenchError(f"{path}, line {i}: not JSON ({exc.msg})") from None
-    return records
-
-
 def read_predictions(path: Path) -> list[dict[str, Any]]:
     """A unit's prediction records, parsed once per process while the file is unchanged: the leaderboard
     reads one file for every metric of a task, for the paired test and for the chance level."""
-    from xbench.data.textfiles import memoised
+    from xbench.data.textfiles import memoised, read_jsonl
 
-    return memoised(_read_jsonl, path)
+    return [record for _, record in memoised(read_jsonl, path)]
 
 
 def load_unit(result: Mapping[str, Any], unit: str, metric: str) -> UnitStats:
