@@ -23,19 +23,20 @@ CLP = {"steps": 300, "budget_tokens": 0, "lr": 0.0005, "warmup_steps": 20, "weig
 META = {"total_steps": 600, "phase1_share": 0.5, "phase1_lang": "en", "alpha": 0.5, "vocab_size": 4000,
         "limit_alphabet": 1000, "layers": 2, "hidden": 64, "heads": 2, "ffn": 128, "max_positions": 512, "lr": 0.0005,
         "warmup_steps": 30, "weight_decay": 0.01, "batch_size": 16, "seq_len": 64, "pretrain_seed": 0}
-TRELM = {"vocab_size": 4000, "limit_alphabet": None, "static_epochs": 3, "map_dis_hidden": 256, "map_epochs": 3,
+TRELM = {"vocab_size": 4000, "limit_alphabet": 300, "limit_alphabet_zh": 3000, "static_epochs": 3, "map_dis_hidden": 256, "map_epochs": 3,
          "map_epoch_size": 20000, "map_refinements": 1, "map_max_rank": 2000, "aligner": "eflomal", "e_steps": 150,
          "f_steps": 150, "h_steps": 300, "stage_e_en_share": 0.5, "stage_f_reduction": "reference", "lr": 0.0003,
          "warmup_steps": 15, "weight_decay": 0.01, "adam_eps": 1e-06, "max_grad_norm": 5.0, "batch_size": 16,
-         "seq_len": 64, "reference_quirks": False, "pretrain_seed": 0}
+         "seq_len": 64, "grad_accum": 1, "reference_quirks": False, "pretrain_seed": 0}
 EXPECTED: dict[str, dict[str, Any]] = {
     "clp": CLP, "scratch-clp": CLP, "meta": META, "meta-single": META, "trelm": TRELM, "scratch-trelm": TRELM,
     "scratch": {"budget_tokens": 0, "pretrain_seed": 0, "matches": ""}, "source": {},
 }
-# hash_json of the resolved defaults (the encoders' cache keys hold them); clp's changed when helper_lr came in.
+# hash_json of the resolved defaults (the encoders' cache keys hold them); clp's changed when helper_lr came in,
+# trelm's when limit_alphabet split by target (zh) and grad_accum came in.
 HASHES = {"clp": "0cde53ebdca02fd3", "scratch-clp": "0cde53ebdca02fd3", "meta": "5417bbe49d42a3c8",
           "meta-single": "5417bbe49d42a3c8", "scratch": "da32e0e86346cde1", "source": "44136fa355b3678a",
-          "trelm": "788518103bb5ba32", "scratch-trelm": "788518103bb5ba32"}
+          "trelm": "6e43a93e9ca3071b", "scratch-trelm": "6e43a93e9ca3071b"}
 
 
 def _ctx(**params: Any) -> RunContext:
@@ -129,6 +130,19 @@ def test_a_profile_sets_method_parameters_under_param(tmp_path) -> None:
     assert _method_with(rr).params["helper_lr"] == cpu["clp"]["helper_lr"] and _method_with(rr).params["steps"] == 7
     smoke = resolve(RunRequest(method="clp", task="xnli", langs=["de"], output_dir=str(tmp_path)))
     assert smoke.params == {} and smoke.config["method"]["params"] == {}  # no method_params: config as before
+
+
+def test_the_paper_profile_gives_trelm_and_its_baseline_the_paper_column(tmp_path) -> None:
+    from xbench.run.request import RunRequest, resolve
+
+    for name in ("trelm", "scratch-trelm"):
+        rr = resolve(RunRequest(method=name, task="xnli", langs=["zh"], profile="paper", output_dir=str(tmp_path)))
+        method = _method_with(rr)
+        assert method.params["e_steps"] == 20000 and method.params["h_steps"] == 80000
+        assert method.params["batch_size"] * method.params["grad_accum"] == 128  # the reference's batch
+        assert method.limit_alphabet("zh") == 30000 and method.limit_alphabet("de") == 1000
+        args = method.stage_args(10)
+        assert (args.grad_accum, args.seq_len, args.lr) == (4, 512, 3e-5)
 
 
 def _method_with(rr: Any) -> Method:

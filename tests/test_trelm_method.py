@@ -161,6 +161,9 @@ def test_steps_for_tokens_stops_at_the_first_step_that_reaches_the_budget() -> N
     assert steps_for_tokens(plan, 1) == 1
     assert steps_for_tokens(plan, sum(per_epoch)) == len(per_epoch)
     assert steps_for_tokens(plan, sum(per_epoch) + 1) == len(per_epoch) + 1  # into the next epoch
+    # with accumulation a step takes several micro-batches: the budget's micro-batches, rounded up
+    assert steps_for_tokens(plan, sum(per_epoch), grad_accum=2) == -(-len(per_epoch) // 2)
+    assert steps_for_tokens(plan, sum(per_epoch) + 1, grad_accum=3) == -(-(len(per_epoch) + 1) // 3)
     with pytest.raises(XbenchError):
         steps_for_tokens(plan, 0)
 

@@ -37,6 +37,8 @@ class StageArgs(LMArgs):
 
     adam_eps: float = 1e-6
     max_grad_norm: float = 5.0
+    # micro-batches per optimizer step: the paper profile's batch of 128 as 32 x 4 on one GPU
+    grad_accum: int = 1
 
 
 def line_windows(ids: list[int], body: int) -> list[list[int]]:
@@ -171,10 +173,11 @@ class CdlmLoss:
         return stage_f_loss(out.logits, batch["labels"], batch["is_mlm"], self.reduction)  # type: ignore[arg-type]
 
 
-def steps_for_tokens(plan: Any, budget: int) -> int:
+def steps_for_tokens(plan: Any, budget: int, grad_accum: int = 1) -> int:
     """The number of optimizer steps after which the runner has seen at least `budget` tokens of `plan`
-    (one micro-batch per step): walks the plan's batches in order, so a matched run stops at the step its
-    token budget is reached and its learning-rate schedule ends there."""
+    (`grad_accum` micro-batches per step): walks the plan's batches in order, as the runner does across
+    epochs, so a matched run stops at the step its token budget is reached and its learning-rate schedule
+    ends there."""
     if budget < 1:
         raise XbenchError(f"a token budget must be positive, got {budget}")
     seen, steps, epoch = 0, 0, 0
@@ -186,7 +189,7 @@ def steps_for_tokens(plan: Any, budget: int) -> int:
             seen += plan.item_tokens(item)
             steps += 1
             if seen >= budget:
-                return steps
+                return -(-steps // grad_accum)
         epoch += 1
 
 
@@ -199,7 +202,7 @@ def train_stage(model: torch.nn.Module, plan: Any, loss_fn: Any, args: StageArgs
 
     targs = TrainArgs(lr=args.lr, max_steps=args.max_steps, max_tokens=max_tokens, warmup_steps=args.warmup_steps,
                       weight_decay=args.weight_decay, eps=args.adam_eps, max_grad_norm=args.max_grad_norm,
-                      seed=args.seed, checkpoint_every=max(1, args.max_steps // 4))
+                      grad_accum=args.grad_accum, seed=args.seed, checkpoint_every=max(1, args.max_steps // 4))
     fit = Runner(targs, workdir, name=name).fit(model, plan, loss_fn, resume=resume)
     fit.record.extra["role"] = role
     fit.record.extra.update(loss_trend(fit.losses))

@@ -33,9 +33,6 @@ SOURCE_LANG = "en"
 EN_ID, XX_ID = 0, 1  # xbench.models.trelm.EN / XX, named here so this module imports no torch
 # xbench.objectives.cdlm.STAGE_F_REDUCTIONS, written out so that listing the parameters imports no torch.
 STAGE_F_REDUCTIONS = ("reference", "per_objective")
-# Joint-vocabulary alphabet by target language: the smoke column of docs/methods/trelm.md, "Defaults".
-LIMIT_ALPHABET = {"zh": 3000}
-DEFAULT_LIMIT_ALPHABET = 300
 TRANSFER_STAGES = ("E", "F above-half", "F below-half", "H")
 
 
@@ -58,8 +55,9 @@ class TrelmMethod(Method):
     parameters = {
         # Stage A: joint cased WordPiece (docs/methods/trelm.md, "Defaults": the smoke column)
         "vocab_size": Param(4000, low=6),
-        "limit_alphabet": Param(None, type=int, optional=True, low=0,
-                                hint="none = 3000 for zh, 300 otherwise; 0 = no limit"),
+        # the alphabet of a Chinese target and of any other (the paper: 30,000 and 1,000); 0 = no limit
+        "limit_alphabet": Param(300, low=0, hint="distinct characters kept for a target other than zh; 0 = all"),
+        "limit_alphabet_zh": Param(3000, low=0, hint="distinct characters kept for a zh target; 0 = all"),
         # Stage B: skip-gram fastText of dimension H
         "static_epochs": Param(3, low=1),
         # Stage C: adversarial mapping and refinement (the rest at the reference values, docs/embeddings.md)
@@ -75,6 +73,7 @@ class TrelmMethod(Method):
         "lr": Param(3e-4, low=0, low_open=True), "warmup_steps": Param(15, low=0), "weight_decay": Param(0.01, low=0),
         "adam_eps": Param(1e-6, low=0, low_open=True), "max_grad_norm": Param(5.0, low=0, low_open=True),
         "batch_size": Param(16, low=1), "seq_len": Param(64, low=8),
+        "grad_accum": Param(1, low=1, hint="micro-batches of batch_size per optimizer step"),
         "reference_quirks": Param(False),
         "pretrain_seed": Param(0, low=0),
     }
@@ -131,8 +130,7 @@ class TrelmMethod(Method):
         return []
 
     def limit_alphabet(self, lang: str) -> int:
-        given = self.params["limit_alphabet"]
-        return int(given) if given is not None else LIMIT_ALPHABET.get(lang, DEFAULT_LIMIT_ALPHABET)
+        return int(self.params["limit_alphabet_zh" if lang == "zh" else "limit_alphabet"])
 
     # ------------------------------------------------------------------ data
 
@@ -176,7 +174,7 @@ class TrelmMethod(Method):
         p = self.params
         return StageArgs(lr=p["lr"], batch_size=p["batch_size"], seq_len=p["seq_len"], max_steps=steps,
                          warmup_steps=p["warmup_steps"], weight_decay=p["weight_decay"], adam_eps=p["adam_eps"],
-                         max_grad_norm=p["max_grad_norm"], seed=p["pretrain_seed"])
+                         max_grad_norm=p["max_grad_norm"], grad_accum=p["grad_accum"], seed=p["pretrain_seed"])
 
     def _key(self, stage: str, **inputs: Any) -> dict[str, Any]:
         return {"method": "trelm", "stage": stage, "code_version": CODE_VERSION, **inputs}
@@ -570,7 +568,7 @@ class TrelmScratchMethod(TrelmMethod):
             model = random_trelm(config, seed=p["pretrain_seed"], reference_quirks=p["reference_quirks"])
             plan = tagged_lines(tok, [(XX_ID, b.xx.lines)], seq_len=p["seq_len"], batch_size=p["batch_size"],
                                 seed=p["pretrain_seed"])
-            args = self.stage_args(steps_for_tokens(plan, budget))
+            args = self.stage_args(steps_for_tokens(plan, budget, p["grad_accum"]))
             fit = train_stage(model, plan, LanguageMLM(tok), args, work / "run", name=f"scratch-trelm: {lang} MLM",
                               role="transfer", max_tokens=budget)
             fit.record.extra.update(stage="scratch", budget_tokens=budget, matches=trelm.key, examples=len(plan))
