@@ -48,6 +48,8 @@ def test_source_and_scratch_runs_results_and_leaderboard(data_root, tmp_path):
     assert str(r["config"]["overrides"]["finetune.max_steps"]) == "12" and len(r["config_hash"]) == 64
     assert r["environment"]["libraries"]["torch"].startswith("2.13") and "commit" in r["environment"]["git"]
     assert r["selection"] and r["selection"][0]["step"] in (6, 12)
+    curve = ft["extra"]["selection_evals"]  # every selection evaluation, the kept one among them
+    assert [e["step"] for e in curve] == [6, 12] and r["selection"][0]["accuracy"] in [e["accuracy"] for e in curve]
     preds = (path.parent / "seed-1.predictions" / "de.jsonl").read_text().splitlines()
     assert set(json.loads(preds[0])) == {"index", "gold", "pred"}
     assert "Traceback" not in src.stderr

@@ -85,6 +85,8 @@ def finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, train
             resume=resume)
         if parts is not None:  # mean of each named loss over the micro-batches this process trained on
             fit.record.extra["loss_parts"] = {k: total / n for k, (total, n) in parts.items()}
+        if fit.evals:  # the selection curve, as HF's log_history keeps it: what a budget sweep reads
+            fit.record.extra["selection_evals"] = fit.evals
         return model, fit
 
     if not rr.profile.get("cache_finetuned", True):
