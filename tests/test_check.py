@@ -32,6 +32,30 @@ def test_seed_std_widens_tolerance(tmp_path):
     assert all(r.status == "ok" for r in compare(ref, iter_results(tmp_path / "now")))
 
 
+def test_a_method_floor_widens_that_method_only_and_survives_baseline_update(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    for method, kind in (("trelm", "transfer"), ("scratch", "baseline")):
+        write_result(tmp_path / "ref", method, kind, 1, {"de": 0.40})
+        write_result(tmp_path / "now", method, kind, 1, {"de": 0.43})
+    ref = make_reference(iter_results(tmp_path / "ref"), floor=0.01, k=2.0, method_floors={"trelm": 0.05})
+    status = {r.id.split("/")[3]: r.status for r in compare(ref, iter_results(tmp_path / "now"))}
+    assert status == {"trelm": "ok", "scratch": "improved"}
+    # --floor changes the default floor, not a method's own
+    assert {r.id.split("/")[3]: r.status for r in compare(ref, iter_results(tmp_path / "now"), floor=0.0)} == status
+
+    out = tmp_path / "smoke.json"
+    cli = [sys.executable, "-m", "xbench", "baseline", "update", "--output", str(out), "--results-dir", str(tmp_path / "ref")]
+    env = {**os.environ, "COLUMNS": "200"}
+    assert subprocess.run([*cli, "--method-floor", "trelm=0.05"], env=env, capture_output=True).returncode == 0
+    assert subprocess.run(cli, env=env, capture_output=True).returncode == 0  # a plain update keeps the reviewed floor
+    assert load_reference(out)["tolerance"]["method_floors"] == {"trelm": 0.05}
+    bad = subprocess.run([*cli, "--method-floor", "trelm=lots", "--method-floor", "=0.1"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "trelm=lots" in bad.stderr and "'=0.1'" in bad.stderr
+
+
 def test_missing_entry_fails(tmp_path):
     ref = _ref(tmp_path, [0.4])
     (tmp_path / "empty").mkdir()
@@ -66,6 +90,8 @@ def _entry(**over):
     ({"entries": [_entry(), _entry()]}, "appears twice"),
     ({"entries": [_entry()], "tolerance": [1]}, "field 'tolerance'"),
     ({"entries": [_entry()], "tolerance": {"floor": "x"}}, "field 'tolerance.floor'"),
+    ({"entries": [_entry()], "tolerance": {"method_floors": {"trelm": -1}}}, "field 'tolerance.method_floors.trelm'"),
+    ({"entries": [_entry()], "tolerance": {"method_floors": [0.1]}}, "field 'tolerance.method_floors'"),
     ({"entries": {"a": 1}}, "field 'entries'"),
 ])
 def test_malformed_or_empty_reference_is_a_clear_error(tmp_path, ref, fragment):

@@ -291,16 +291,34 @@ def baseline_update(
     profile: Annotated[Optional[str], typer.Option(help="Only results of this profile.")] = None,
     floor: Annotated[float, typer.Option(help="Tolerance floor, as a fraction (0.01 = one point).")] = 0.01,
     k: Annotated[float, typer.Option(help="Tolerance in multiples of the reference std.")] = 2.0,
+    method_floor: Annotated[Optional[list[str]], typer.Option("--method-floor", help="METHOD=FLOOR: a method's own floor, for an encoder build that is not repeatable (repeatable option; kept from the existing reference when not given).")] = None,
 ) -> None:
     """Write a reference from the current results, for review in git."""
     from xbench.atomic import atomic_write_json
-    from xbench.results.check import make_reference
+    from xbench.errors import ConfigError
+    from xbench.results.check import load_reference, make_reference
     from xbench.results.schema import iter_results
 
+    floors: dict[str, float] = {}
+    if method_floor is None and output.is_file():
+        floors = dict(load_reference(output)["tolerance"].get("method_floors", {}))
+    problems = []
+    for item in method_floor or []:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not sep or not name or not (0 <= number < float("inf")):
+            problems.append(f"--method-floor {item!r}: expected METHOD=FLOOR with a non-negative fraction, e.g. trelm=0.05")
+        else:
+            floors[name] = number
+    if problems:
+        raise ConfigError(problems, source="xbench baseline update")
     results = [r for r in iter_results(results_dir) if profile is None or r["run"]["profile"] == profile]
     if not results:
         raise XbenchError(f"no result files under {results_dir}" + (f" for profile {profile}" if profile else ""))
-    ref = make_reference(results, floor=floor, k=k)
+    ref = make_reference(results, floor=floor, k=k, method_floors=floors)
     atomic_write_json(output, ref)
     _console().print(f"[green]wrote[/green] {output} ({len(ref['entries'])} entries); review it with `git diff`")
 
