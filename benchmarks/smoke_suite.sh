@@ -17,3 +17,8 @@ run --method source --task tydiqa --langs ko,sw
 run --method source --task ud     --langs de,zh
 run --method source --task panx   --langs de,zh
 run --method clp    --task ud     --langs de --protocol in-language-lowres
+# TreLM's own use case, little target data (docs/methods/trelm.md, "The smoke run"), beside its matched baseline
+for method in trelm scratch-trelm; do
+  run --method "$method" --task xnli --langs de --protocol in-language --seeds 1,2,3
+  run --method "$method" --task ud   --langs de --protocol in-language-lowres
+done
