@@ -58,7 +58,7 @@ class MLMObjective:
         ids, labels = mask_tokens(batch["input_ids"], special_mask=self.special_mask(batch["input_ids"], batch.get("attention_mask")),
                                   mask_id=self.mask_id, vocab_size=self.vocab_size, generator=ctx.generator,
                                   mlm_prob=self.mlm_prob, never_mask=self.never_mask)
-        inputs = {k: v for k, v in batch.items() if k in ("attention_mask", "token_type_ids")}
+        inputs = {k: v for k, v in batch.items() if k in ("attention_mask", "token_type_ids", "position_ids")}
         out = model(input_ids=ids, **inputs)
         logits = out.logits if hasattr(out, "logits") else out[0]
         loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)).float(), labels.view(-1),
