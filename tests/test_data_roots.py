@@ -215,3 +215,28 @@ def test_a_data_dir_file_wins_over_another_layout_below_it(tmp_path, monkeypatch
     assert len(de) == 9 and prov.files[0]["root"] == str(extra.resolve())
     # With one root the card's order of preference is unchanged.
     assert [i for i, _ in data_roots(None).ordered(["panx/dev-de.tsv", "panx/dev-de.tsv.gz"])] == [1]
+
+
+def test_a_multilingual_tiny_model_learns_one_vocabulary_over_its_pools(data_root, tmp_path, monkeypatch):
+    """tiny-multi-bert's path in miniature on the real pools: one WordPiece over en, de and zh text, batches
+    drawn one language at a time, and every pool's files in the model's source text."""
+    from transformers import AutoTokenizer
+
+    from xbench.models import source_models
+
+    monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))
+    spec = {**source_models.TINY_MODELS["xbench/tiny-multi-bert"],
+            "pretrain": {"lr": 1e-3, "batch_size": 4, "seq_len": 32, "max_steps": 3, "warmup_steps": 0,
+                         "weight_decay": 0.0, "seed": 0}}
+    monkeypatch.setitem(source_models.TINY_MODELS, "xbench/tiny-multi-test", spec)
+    model = source_models.resolve_source_model("xbench/tiny-multi-test", str(data_root))
+    tok = AutoTokenizer.from_pretrained(model.path)
+    for text in ("The house is small.", "Das Haus ist klein und schön.", "这个房子很小。"):
+        pieces = tok.tokenize(text)
+        assert pieces and tok.unk_token not in pieces, (text, pieces)
+    text = source_models.source_text("xbench/tiny-multi-test", str(data_root))
+    assert text["langs"] == ["en", "de", "zh"]
+    pools = model.manifest["pool"]
+    assert [p["lang"] for p in pools] == ["en", "de", "zh"] and all(p["files"] for p in pools)
+    assert len(text["files"]) == sum(len(p["files"]) for p in pools)  # every pool's files, each with its hash
+    assert model.stages[0]["optimizer_steps"] == 3

@@ -35,6 +35,18 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         # The steps, batch, lr and warm-up of tiny-en-bert (docs/data.md, "Tiny source models").
         "pretrain": dict(_PRETRAIN),
     },
+    # PPA's smoke source (docs/methods/ppa.md): tiny-en-bert's shape on en, de and zh text, one WordPiece
+    # over all three pools (2,000 distinct characters: Chinese needs many), batches drawn one language at
+    # a time with alpha = 0.5 (data/sampler.py), the token counts under its own tokenizer as sizes.
+    "xbench/tiny-multi-bert": {
+        "langs": ["en", "de", "zh"],
+        "vocab_size": 4000,
+        "limit_alphabet": 2000,
+        "alpha": 0.5,
+        "config": {"model_type": "bert", "num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 2,
+                   "intermediate_size": 128, "max_position_embeddings": 512},
+        "pretrain": dict(_PRETRAIN),
+    },
 }
 
 
@@ -107,21 +119,28 @@ def _model(arch: str, spec: dict[str, Any], tokenizer: Any) -> Any:
                       "clm", spec["pretrain"]["seed"])
 
 
-def _tiny_pool(name: str, spec: dict[str, Any], data_dir: str | Path | None) -> Any:
-    """The text pool a tiny model is built from, with one message saying why that text is needed."""
+def _languages(spec: dict[str, Any]) -> list[str]:
+    return list(spec.get("langs") or [spec["lang"]])
+
+
+def _tiny_pools(name: str, spec: dict[str, Any], data_dir: str | Path | None) -> list[Any]:
+    """The text pools a tiny model is built from (one per language), with one message saying why that
+    text is needed."""
     from xbench.data.pools import build_pool, pool_text_files
     from xbench.errors import DataNotFoundError
 
-    try:
-        return build_pool(spec["lang"], data_dir)
-    except DataNotFoundError as exc:
-        lang = spec["lang"]
-        raise DataNotFoundError(
-            f"{name} is built on this machine from the '{lang}' text of the data roots (its vocabulary and "
-            f"pretraining text: {', '.join(pool_text_files(lang))}; at least one of them is needed), and none "
-            f"was found. The smoke profile's source model is {name}, so every smoke run needs that text even "
-            f"when it evaluates other languages: add a data root that has it (XBENCH_DATA, or --data-dir, which "
-            f"adds to XBENCH_DATA), or pass --model <a local model directory>.\n  ({exc})") from None
+    pools = []
+    for lang in _languages(spec):
+        try:
+            pools.append(build_pool(lang, data_dir))
+        except DataNotFoundError as exc:
+            raise DataNotFoundError(
+                f"{name} is built on this machine from the '{lang}' text of the data roots (its vocabulary and "
+                f"pretraining text: {', '.join(pool_text_files(lang))}; at least one of them is needed), and none "
+                f"was found. The smoke profile's source model is {name}, so every smoke run needs that text even "
+                f"when it evaluates other languages: add a data root that has it (XBENCH_DATA, or --data-dir, which "
+                f"adds to XBENCH_DATA), or pass --model <a local model directory>.\n  ({exc})") from None
+    return pools
 
 
 def source_text(name: str, data_dir: str | Path | None = None) -> dict[str, Any] | None:
@@ -135,20 +154,24 @@ def source_text(name: str, data_dir: str | Path | None = None) -> dict[str, Any]
         return None
     from xbench.data.sources import data_hash
 
-    pool = _tiny_pool(name, spec, data_dir)
-    return {"model": name, "lang": spec["lang"], "files": pool.files, "hash": data_hash(pool.files)}
+    files = [f for pool in _tiny_pools(name, spec, data_dir) for f in pool.files]
+    langs = _languages(spec)
+    return {"model": name, **({"lang": langs[0]} if len(langs) == 1 else {"langs": langs}), "files": files,
+            "hash": data_hash(files)}
 
 
 def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) -> SourceModel:
     arch = _architecture(name, spec)
-    pool = _tiny_pool(name, spec, data_dir)
-    key = {"model": name, "code_version": CODE_VERSION, "spec": spec, "pool": pool.manifest()}
+    pools = _tiny_pools(name, spec, data_dir)
+    # One pool keeps the key it always had (a cached tiny-en-bert stays valid).
+    manifests = pools[0].manifest() if len(pools) == 1 else [p.manifest() for p in pools]
+    key = {"model": name, "code_version": CODE_VERSION, "spec": spec, "pool": manifests}
 
     def build(out: Path, work: Path) -> dict[str, Any]:
         from transformers import AutoTokenizer
 
         from xbench.atomic import reuse_or_clear, save_pretrained_atomic
-        from xbench.stages.blocks import packed_blocks
+        from xbench.stages.blocks import blocks_by_language, packed_blocks
         from xbench.stages.lm import LMArgs, train_lm
         from xbench.vocab.wordpiece import vocabulary_stats
 
@@ -157,13 +180,17 @@ def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) ->
         if reuse_or_clear(tok_dir, also=(work / "run",)):
             tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         else:
-            tokenizer = _tokenizer(arch, spec, pool.lines)
+            tokenizer = _tokenizer(arch, spec, [line for pool in pools for line in pool.lines])
             save_pretrained_atomic(tokenizer, tok_dir)
         model = _model(arch, spec, tokenizer)
         objective = "mlm" if arch == "bert" else "clm"
         args = LMArgs.from_dict(spec["pretrain"])
-        plan = packed_blocks(tokenizer, pool.lines, objective, seq_len=args.seq_len, batch_size=args.batch_size,
-                             seed=args.seed)
+        if len(pools) == 1:
+            plan = packed_blocks(tokenizer, pools[0].lines, objective, seq_len=args.seq_len,
+                                 batch_size=args.batch_size, seed=args.seed)
+        else:
+            plan = blocks_by_language(tokenizer, {p.lang: p.lines for p in pools}, objective, seq_len=args.seq_len,
+                                      batch_size=args.batch_size, alpha=spec["alpha"], seed=args.seed)
         fit = train_lm(model, plan, objective, tokenizer, args, work / "run", name=f"pretrain {name}",
                        role="source").fit
         model.save_pretrained(out)
@@ -171,7 +198,7 @@ def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) ->
         vocab = vocabulary_stats(tokenizer, "wordpiece" if arch == "bert" else "bpe")
         if "limit_alphabet" in spec:
             vocab["limit_alphabet"] = spec["limit_alphabet"]
-        return {"stages": [fit.record.to_dict()], "pool": pool.manifest(), "tokenizer": vocab,
+        return {"stages": [fit.record.to_dict()], "pool": manifests, "tokenizer": vocab,
                 "final_loss": sum(fit.losses[-20:]) / min(20, len(fit.losses))}
 
     path = cache.get_or_build("source-models", key, build)
