@@ -1,4 +1,4 @@
-"""Shared contrastive components (xbench/objectives/contrastive.py, xbench/models/momentum.py): the
+"""Shared contrastive components (xbench/objectives/contrastive.py): the
 properties PPA relies on (docs/methods/ppa.md), each checked on small tensors and a tiny BERT."""
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from xbench.errors import XbenchError
-from xbench.models.momentum import MomentumEncoder
-from xbench.objectives.contrastive import KeyQueue, info_nce_in_batch, info_nce_queue
+from xbench.objectives.contrastive import KeyQueue, MomentumEncoder, info_nce_in_batch, info_nce_queue
 
 
 def _tiny_bert(seed: int = 0):

@@ -1,0 +1,163 @@
+"""PPA's alignment stage (docs/methods/ppa.md, "The stage"): a sentence-level MoCo loss with random input
+shuffling plus TLM, trained through the shared runner.
+
+Per step, for a batch of parallel pairs: each pair's query side is English with probability
+p_shuffle (else the target sentence), the other side is the key. The query encoder (the model being
+trained) embeds `[CLS] first [SEP]`, the momentum encoder embeds `[CLS] second [SEP]` without
+gradients, and the last-layer `[CLS]` vectors, L2-normalised, meet in InfoNCE against the key queue.
+TLM runs on `[CLS] first [SEP] second [SEP]` with the query encoder, a separate forward pass. The loss
+is L_sent + λ·L_TLM; after the optimizer step the momentum encoder moves towards the model and the
+step's keys replace the oldest ones in the queue. The queue, the momentum encoder and the per-part
+loss log are runner state, checkpointed with the model, so a killed stage resumes exactly.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from xbench.errors import XbenchError
+from xbench.objectives.contrastive import KeyQueue, MomentumEncoder, info_nce_queue
+from xbench.objectives.tlm import TLMObjective, pack_pairs
+from xbench.runner.trainer import FitResult
+
+
+@dataclass
+class PPAArgs:
+    lr: float
+    batch_size: int
+    max_steps: int
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    max_len: int = 64  # subwords per sentence, before [CLS]/[SEP]
+    queue_size: int = 128
+    momentum: float = 0.99
+    tau: float = 0.05
+    tlm_weight: float = 1.0
+    p_shuffle: float = 0.5
+    seed: int = 0
+
+
+def _single(rows: list[list[int]], *, cls_id: int, sep_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[CLS] s [SEP]` per row, right-padded: (input ids, attention mask)."""
+    width = max(len(r) for r in rows) + 2
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r) + 2] = torch.tensor([cls_id, *r, sep_id])
+        mask[i, :len(r) + 2] = 1
+    return ids, mask
+
+
+class PairPlan:
+    """Batches of parallel pairs (English ids, target ids; no special tokens), in a seeded order per epoch,
+    each pair with its query side drawn per epoch: English with probability `p_shuffle`."""
+
+    def __init__(self, pairs: list[tuple[list[int], list[int]]], *, batch_size: int, p_shuffle: float, seed: int,
+                 cls_id: int, sep_id: int, pad_id: int, max_len: int) -> None:
+        if not pairs:
+            raise XbenchError("PPA needs parallel pairs; the list is empty")
+        if not 0.0 <= p_shuffle <= 1.0:
+            raise XbenchError(f"p_shuffle must be in [0, 1], got {p_shuffle}")
+        self.pairs = [(list(en)[:max_len], list(xx)[:max_len]) for en, xx in pairs]
+        self.batch_size, self.p_shuffle, self.seed = batch_size, p_shuffle, seed
+        self.cls_id, self.sep_id, self.pad_id, self.max_len = cls_id, sep_id, pad_id, max_len
+
+    def batches(self, epoch: int) -> list[list[tuple[int, bool]]]:
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        order = list(range(len(self.pairs)))
+        rng.shuffle(order)
+        drawn = [(i, rng.random() < self.p_shuffle) for i in order]  # (pair, English is the query)
+        return [drawn[i:i + self.batch_size] for i in range(0, len(drawn), self.batch_size)]
+
+    def collate(self, item: list[tuple[int, bool]]) -> dict[str, Any]:
+        first, second = [], []
+        for i, en_query in item:
+            en, xx = self.pairs[i]
+            first.append(en if en_query else xx)
+            second.append(xx if en_query else en)
+        special = {"cls_id": self.cls_id, "sep_id": self.sep_id, "pad_id": self.pad_id}
+        q_ids, q_mask = _single(first, **special)
+        k_ids, k_mask = _single(second, **special)
+        return {**pack_pairs(first, second, max_len_each=self.max_len, **special),
+                "query_input_ids": q_ids, "query_attention_mask": q_mask,
+                "key_input_ids": k_ids, "key_attention_mask": k_mask,
+                "en_is_query": torch.tensor([q for _, q in item])}
+
+
+def count_ppa_tokens(batch: dict[str, Any]) -> int:
+    """Tokens fed to a forward pass with gradients: the query pass and the TLM pass (not the key pass)."""
+    return int(batch["query_attention_mask"].sum()) + int(batch["attention_mask"].sum())
+
+
+class LossLog:
+    """The per-step values of each loss part, kept as runner state so a resumed stage reports them all."""
+
+    def __init__(self, parts: tuple[str, ...]) -> None:
+        self.values: dict[str, list[float]] = {p: [] for p in parts}
+        self._step: dict[str, list[float]] = {p: [] for p in parts}
+
+    def add(self, part: str, value: float) -> None:
+        self._step[part].append(value)
+
+    def end_step(self) -> None:
+        for part, vals in self._step.items():
+            if vals:
+                self.values[part].append(sum(vals) / len(vals))
+                vals.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": {k: list(v) for k, v in self.values.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values = {k: [float(x) for x in v] for k, v in state["values"].items()}
+
+
+def _cls(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    encoder = getattr(model, "bert", model)  # a BertForMaskedLM's encoder, or a BertModel itself
+    return F.normalize(encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0], dim=1)
+
+
+def train_ppa(model: torch.nn.Module, plan: PairPlan, tokenizer: Any, args: PPAArgs, workdir: Path, *, name: str,
+              resume: bool = True) -> tuple[FitResult, dict[str, list[float]]]:
+    """Run the PPA stage on `model` (a BertForMaskedLM; its `bert` is the query encoder). Returns the fit
+    and the per-step values of `sent` and `tlm` (L_TLM before its weight)."""
+    from xbench.runner.trainer import Runner, TrainArgs
+
+    key_encoder = MomentumEncoder(model, args.momentum)
+    key_encoder.eval()  # keys without dropout: an xbench default (docs/methods/ppa.md)
+    queue = KeyQueue(args.queue_size, model.config.hidden_size, seed=args.seed)
+    log = LossLog(("sent", "tlm"))
+    tlm = TLMObjective.for_tokenizer(tokenizer)
+    pending: list[torch.Tensor] = []
+
+    def loss_fn(m: Any, batch: dict[str, Any], ctx: Any) -> dict[str, torch.Tensor]:
+        q = _cls(m, batch["query_input_ids"], batch["query_attention_mask"])
+        key_encoder.to(q.device)
+        with torch.no_grad():
+            k = _cls(key_encoder.encoder, batch["key_input_ids"], batch["key_attention_mask"])
+        sent = info_nce_queue(q, k, queue.keys.to(q.device), args.tau)
+        word = tlm(m, {k2: batch[k2] for k2 in ("input_ids", "attention_mask", "token_type_ids", "position_ids")},
+                   ctx)["tlm"]
+        pending.append(k.detach())
+        log.add("sent", float(sent.detach()))
+        log.add("tlm", float(word.detach()))
+        return {"sent": sent, "tlm": args.tlm_weight * word}
+
+    def after_step(m: Any, step: int) -> None:
+        key_encoder.update(getattr(m, "module", m))
+        for keys in pending:  # every micro-batch's keys, oldest first
+            queue.enqueue(keys)
+        pending.clear()
+        log.end_step()
+
+    targs = TrainArgs(lr=args.lr, max_steps=args.max_steps, warmup_steps=args.warmup_steps,
+                      weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=max(1, args.max_steps // 4))
+    fit = Runner(targs, workdir, name=name).fit(
+        model, plan, loss_fn, count_tokens=count_ppa_tokens, after_optimizer_step=after_step,
+        extra_state={"key_queue": queue, "momentum_encoder": key_encoder, "loss_parts": log}, resume=resume)
+    return fit, log.values
