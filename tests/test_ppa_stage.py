@@ -3,6 +3,7 @@ the losses, the token count and the state the runner keeps."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,18 +36,52 @@ def test_random_input_shuffling_puts_english_first_with_probability_p_shuffle(p,
         assert batch["input_ids"][row, 1:len(first) + 1].tolist() == first  # TLM puts the query side first
 
 
-def test_the_stage_trains_both_losses_and_counts_the_passes_with_gradients(tmp_path) -> None:
+def _setup(folder: Path, steps: int):
+    """A tiny MLM BERT, its tokenizer, 20 pairs and the stage settings; the same on every call."""
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
+    folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(5, 60)]
-    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(str(tmp_path / "vocab.txt"))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(str(folder / "vocab.txt"))
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
                                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64))
-    pairs = _pairs(20)
-    args = PPAArgs(lr=1e-3, batch_size=4, max_steps=8, queue_size=8, momentum=0.9, tau=0.05, seed=1, max_len=16)
-    plan = PairPlan(pairs, batch_size=4, p_shuffle=0.5, seed=1, max_len=16, **SPECIAL)
+    args = PPAArgs(lr=1e-3, batch_size=4, max_steps=steps, queue_size=8, momentum=0.9, tau=0.05, seed=1, max_len=16)
+    plan = PairPlan(_pairs(20), batch_size=4, p_shuffle=0.5, seed=1, max_len=16, **SPECIAL)
+    return model, tok, args, plan
+
+
+def run_ppa(folder: str, steps: int = 12, resume: bool = True):
+    """The stage on the tiny setup (also run in a subprocess by the kill-and-resume test)."""
+    model, tok, args, plan = _setup(Path(folder), steps)
+    return train_ppa(model, plan, tok, args, Path(folder) / "run", name="ppa test", resume=resume)
+
+
+def test_a_killed_stage_resumes_to_the_same_losses_queue_and_key_encoder(tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    full, full_parts = run_ppa(str(tmp_path / "full"))
+    env = {**os.environ, "XBENCH_TEST_KILL_AT_STEP": "7", "PYTHONPATH": str(repo)}
+    code = "import sys; from tests.test_ppa_stage import run_ppa; run_ppa(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "killed")], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    saved = torch.load(next((tmp_path / "killed" / "run" / "checkpoints").glob("step-6")) / "extra.pt",
+                       weights_only=True)
+    assert set(saved) == {"key_queue", "momentum_encoder", "loss_parts"} and saved["key_queue"]["ptr"] == 6 * 4 % 8
+    resumed, parts = run_ppa(str(tmp_path / "killed"))
+    assert len(resumed.losses) == 12
+    assert max(abs(a - b) for a, b in zip(resumed.losses, full.losses)) < 1e-6
+    assert all(max(abs(a - b) for a, b in zip(parts[k], full_parts[k])) < 1e-6 for k in ("sent", "tlm"))
+
+
+def test_the_stage_trains_both_losses_and_counts_the_passes_with_gradients(tmp_path) -> None:
+    model, tok, args, plan = _setup(tmp_path, 8)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     fit, parts = train_ppa(model, plan, tok, args, tmp_path / "run", name="ppa test")
     assert len(parts["sent"]) == len(parts["tlm"]) == 8
