@@ -90,6 +90,18 @@ def test_transfer_report_table(tmp_path):
     assert _row(report_part, "meta") == ["meta", "52.0 ± 2.8", "41.0 ± 1.4", "11.0 ± 1.4", "25.0 ± 7.1"]
 
 
+def test_transfer_report_shows_retrieval_before_the_method_where_measured(tmp_path):
+    for seed, (before, after) in zip([1, 2], [(0.10, 0.20), (0.10, 0.30)]):
+        report = {"english": 0.5, "target_mean": 0.4, "transfer_gap": 0.1,
+                  "retrieval": {"de": {"xx_to_en": after, "en_to_xx": after, "mean": after}},
+                  "retrieval_before": {"de": {"xx_to_en": before, "en_to_xx": before, "mean": before}}}
+        write_result(tmp_path, "ppa", "transfer", seed, {"de": 0.4}, compared_with="mlm-control", report=report)
+    md = render_markdown("xnli", build_tables(iter_results(tmp_path), ["de"]), card_version=1)
+    report_part = md[md.index("Transfer report"):]
+    assert "| Method | English (selection split) | target mean | transfer gap | retrieval de before | retrieval de |" in report_part
+    assert _row(report_part, "ppa")[-2:] == ["10.0 ± 0.0", "25.0 ± 7.1"]
+
+
 def test_task_option_variants_are_separate_results_and_tables(tmp_path):
     plain = write_result(tmp_path, "source", "baseline", 1, {"de": 0.50}, task="ud")
     pud = write_result(tmp_path, "source", "baseline", 1, {"de_pud": 0.40}, task="ud", variant="treebank=pud")

@@ -17,7 +17,8 @@ from xbench.stages.blocks import MultilingualBlocks
 from xbench.data.sampler import language_probs
 from xbench.errors import ConfigError, XbenchError
 from xbench.methods.base import RunContext
-from xbench.methods.meta import MetaMethod, MetaSingleMethod, transfer_report
+from xbench.methods.meta import MetaMethod, MetaSingleMethod
+from xbench.results.transfer_report import transfer_report
 from xbench.profiles import load_profile
 from xbench.runner import trainer
 

@@ -11,7 +11,8 @@ from xbench.registry import get_method
 def test_xnli_card():
     card = get_task("xnli")
     assert card.version >= 1 and card.metric == "accuracy" and len(card.languages) == 15
-    assert set(card.protocols) == {"zero-shot", "translate-train", "in-language"}
+    assert set(card.protocols) == {"zero-shot", "translate-train", "in-language", "translate-train-codeswitch"}
+    assert card.protocols["translate-train-codeswitch"].code_switch == {"originals": {"lang": "en", "split": "dev-train"}, "p_switch": 0.5}
     assert card.params["labels"] == ["entailment", "neutral", "contradiction"]
     assert card.data["derived_splits"]["dev-train"]["rows"] == [0, 2241]
 

@@ -28,6 +28,9 @@ class ProtocolSpec:
     train: dict[str, Any]
     select: dict[str, Any] | None
     eval: dict[str, Any]
+    # Sentence-level code-switching of the training data (docs/protocols.md, "Code-switched training"):
+    # {"originals": {"lang": ..., "split": ...}, "p_switch": p}; None: train on the data as loaded.
+    code_switch: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,9 +144,28 @@ def _validate_card(raw: Any, path: Path) -> list[str]:
             lang = (p.get("train") or {}).get("lang")
             if isinstance(langs, list) and lang not in (None, "{target}") and lang not in langs:
                 problems.append(f"protocols.{pname}.train.lang '{lang}' is not one of the card's languages")
+            if "code_switch" in p:
+                problems += _code_switch_problems(f"protocols.{pname}.code_switch", p["code_switch"], langs)
         default = raw.get("default_protocol")
         if default is not None and default not in protocols:
             problems.append(f"default_protocol '{default}' is not a protocol of this card")
+    return problems
+
+
+def _code_switch_problems(where: str, cs: Any, langs: Any) -> list[str]:
+    if not isinstance(cs, dict):
+        return [f"{where}: expected a mapping with 'originals' ({{lang, split}}) and 'p_switch', got {cs!r}"]
+    problems = [f"{where}: unknown key '{k}' (valid: originals, p_switch)" for k in cs if k not in ("originals", "p_switch")]
+    originals = cs.get("originals")
+    if not isinstance(originals, dict) or not isinstance(originals.get("lang"), str) \
+            or not isinstance(originals.get("split"), str):
+        problems.append(f"{where}.originals: expected {{lang: <language>, split: <split>}} naming the line-aligned "
+                        f"English originals of the training split, got {originals!r}")
+    elif isinstance(langs, list) and originals["lang"] not in langs:
+        problems.append(f"{where}.originals.lang '{originals['lang']}' is not one of the card's languages")
+    p = cs.get("p_switch")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        problems.append(f"{where}.p_switch: expected a probability in [0, 1], got {p!r}")
     return problems
 
 
@@ -156,7 +178,7 @@ def parse_card(path: Path) -> TaskCard:
     if problems:
         raise ConfigError(problems, source=str(path))
     protocols = {
-        name: ProtocolSpec(name, p["description"], p["train"], p.get("select"), p["eval"])
+        name: ProtocolSpec(name, p["description"], p["train"], p.get("select"), p["eval"], p.get("code_switch"))
         for name, p in raw["protocols"].items()
     }
     return TaskCard(

@@ -64,6 +64,15 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("scratch-trelm", "baseline",
                    "scratch matched to trelm: its L+1-layer architecture, joint tokenizer, target data and E+F+H tokens",
                    "xbench.methods.trelm:TrelmScratchMethod"),
+        MethodInfo("ppa", "transfer",
+                   "PPA: a multilingual BERT aligned on en-xx pairs by a MoCo [CLS] loss with input shuffling plus TLM",
+                   "xbench.methods.ppa:PpaMethod", paper="arXiv 2010.12547"),
+        MethodInfo("mlm-control", "baseline",
+                   "ppa's control: the same source model, pairs and tokens, plain MLM on both sides as separate lines",
+                   "xbench.methods.ppa:MlmControlMethod"),
+        MethodInfo("scratch-ppa", "baseline",
+                   "scratch matched to ppa: the source's architecture and tokenizer, random init, MLM on the pairs, same tokens",
+                   "xbench.methods.ppa:PpaScratchMethod"),
     ]
 }
 

@@ -461,3 +461,23 @@ def method_pool(lang: str, data_dir: str | Path | None, slots: Any) -> TextPool:
     if slots.allow_fallback:
         return build_pool(lang, data_dir)
     raise ConfigError(missing_message(f"mono_{lang}", "this method's pretraining"))
+
+
+def method_parallel(lang: str, data_dir: str | Path | None, slots: Any, who: str,
+                    source_lang: str = "en") -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """(en, xx) sentence pairs a method trains on, and their manifest: the `parallel_en_<lang>` slot where
+    the run's profile reads slots, else (or, with --allow-fallback, for an unfilled slot) the shared
+    data's en-<lang>-par pool (docs/data.md, "Parallel pairs"). `who` names the reader in the message
+    for a missing slot."""
+    if slots is not None and slots.active:
+        spec = slots.get(f"parallel_{source_lang}_{lang}")
+        if spec is not None:
+            raw, record = read_parallel(spec, source_lang, lang)
+            pairs = [(a.strip(), b.strip()) for a, b in raw if a.strip() and b.strip()]
+            return pairs, {"lang": lang, "pairs": len(pairs), "slot": record, "dropped": {"empty": len(raw) - len(pairs)}}
+        if not slots.allow_fallback:
+            raise XbenchError(missing_message(f"parallel_{source_lang}_{lang}", who))
+    from xbench.data.pools import build_parallel
+
+    pool = build_parallel(lang, data_dir)
+    return list(pool.pairs), pool.manifest()

@@ -21,6 +21,7 @@ from xbench import cache
 from xbench.errors import XbenchError
 from xbench.methods.base import Encoder, Method, Param
 from xbench.results.transductive import pool_entries
+from xbench.results.transfer_report import transfer_report
 
 CODE_VERSION = 2  # 2: stage records carry the loss trend
 SOURCE_LANG = "en"
@@ -183,6 +184,7 @@ class MetaMethod(Method):
             from transformers import AutoTokenizer
 
             from xbench.stages.blocks import blocks_by_language
+            from xbench.metrics.retrieval import tatoeba_retrieval
             from xbench.stages.lm import init_model, load_lm, state_sha256, train_lm
 
             tokenizer = AutoTokenizer.from_pretrained(tok_entry)
@@ -203,7 +205,7 @@ class MetaMethod(Method):
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)
             return {"stages": [run.fit.record.to_dict()], "losses": run.fit.losses,
-                    "retrieval": retrieval_scores(model, tokenizer, [x for x in pools if x != SOURCE_LANG],
+                    "retrieval": tatoeba_retrieval(model, tokenizer, [x for x in pools if x != SOURCE_LANG],
                                                   self.ctx.data_dir),
                     "pools": {lang: pools[lang].manifest() for lang in pools}}
 
@@ -234,47 +236,3 @@ class MetaSingleMethod(MetaMethod):
     kind = "baseline"
     compared_with = ""
     variant = "single-phase"
-
-
-def retrieval_scores(model: Any, tokenizer: Any, langs: list[str], data_dir: str | Path | None) -> dict[str, Any]:
-    """Tatoeba retrieval accuracy on each language's retrieval test lines (the last 20%, docs/data.md)."""
-    from xbench.atomic import sha256_file
-    from xbench.data.pools import TATOEBA, TATOEBA_TRAIN_SHARE
-    from xbench.metrics.retrieval import retrieval_accuracy
-    from xbench.data.sources import data_roots
-
-    roots = data_roots(data_dir)
-    out: dict[str, Any] = {}
-    for lang in langs:
-        code = TATOEBA.get(lang)
-        found = [roots.find(f"tatoeba/tatoeba.{code}-eng.{side}") for side in (code, "eng")] if code and roots else []
-        files = [f for f in found if f is not None]
-        if not found or len(files) != len(found):
-            continue
-        xx, en = (f.read_text(encoding="utf-8").splitlines() for f in files)
-        start = int(len(xx) * TATOEBA_TRAIN_SHARE)
-        scores = retrieval_accuracy(model, tokenizer, xx[start:], en[start:])
-        out[lang] = {**scores, "pairs": len(xx) - start, "lines": [start, len(xx) - 1],
-                     "files": [roots.record(f) for f in files]}
-    return out
-
-
-def transfer_report(result: dict[str, Any]) -> dict[str, Any]:
-    """The transfer report (docs/methods/meta.md) from a result file: English score, zero-shot target
-    scores, transfer gap, retrieval.
-
-    The English score is the model-selection score on the English selection split (XNLI en
-    dev-heldout in the shared-data zero-shot protocol), i.e. the score of the checkpoint kept.
-    """
-    metric = result["scores"]["metric"]
-    english = [s[metric] for s in result.get("selection", []) if s.get("train_lang") == SOURCE_LANG and metric in s]
-    targets = {lang: s[metric] for lang, s in result["scores"]["per_language"].items() if lang != SOURCE_LANG}
-    target_mean = sum(targets.values()) / len(targets) if targets else None
-    en_score = sum(english) / len(english) if english else None
-    retrieval = {}
-    for enc in result["model"]["encoders"]:
-        retrieval.update(enc.get("provenance", {}).get("retrieval", {}))
-    return {"metric": metric, "english": en_score, "english_split": result["run"].get("select_split"),
-            "targets": targets, "target_mean": target_mean,
-            "transfer_gap": en_score - target_mean if en_score is not None and target_mean is not None else None,
-            "retrieval": {lang: {k: r[k] for k in ("xx_to_en", "en_to_xx", "mean")} for lang, r in retrieval.items()}}

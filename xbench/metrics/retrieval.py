@@ -7,7 +7,8 @@ sentences of the other side is the sentence's own translation.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor
@@ -17,7 +18,7 @@ from xbench.errors import ConfigError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["encode_sentences", "retrieval_accuracy"]
+__all__ = ["encode_sentences", "retrieval_accuracy", "tatoeba_retrieval"]
 
 
 def _num_layers(model: PreTrainedModel) -> int:
@@ -135,3 +136,25 @@ def retrieval_accuracy(
     xx_to_en = (sim.argmax(dim=1) == gold).double().mean().item()
     en_to_xx = (sim.argmax(dim=0) == gold).double().mean().item()
     return {"xx_to_en": xx_to_en, "en_to_xx": en_to_xx, "mean": (xx_to_en + en_to_xx) / 2}
+
+
+def tatoeba_retrieval(model: Any, tokenizer: Any, langs: list[str], data_dir: str | Path | None) -> dict[str, Any]:
+    """Tatoeba retrieval accuracy on each language's retrieval test lines (the last 20%, docs/data.md,
+    "Fixed splits"); a language without Tatoeba files in the data roots is left out."""
+    from xbench.data.pools import TATOEBA, TATOEBA_TRAIN_SHARE
+    from xbench.data.sources import data_roots
+
+    roots = data_roots(data_dir)
+    out: dict[str, Any] = {}
+    for lang in langs:
+        code = TATOEBA.get(lang)
+        found = [roots.find(f"tatoeba/tatoeba.{code}-eng.{side}") for side in (code, "eng")] if code and roots else []
+        files = [f for f in found if f is not None]
+        if not found or len(files) != len(found):
+            continue
+        xx, en = (f.read_text(encoding="utf-8").splitlines() for f in files)
+        start = int(len(xx) * TATOEBA_TRAIN_SHARE)
+        scores = retrieval_accuracy(model, tokenizer, xx[start:], en[start:])
+        out[lang] = {**scores, "pairs": len(xx) - start, "lines": [start, len(xx) - 1],
+                     "files": [roots.record(f) for f in files]}
+    return out

@@ -63,6 +63,9 @@ TOP_LEVEL: dict[str, tuple[type, Range | None]] = {
     # and values are checked against each method's declared parameters when a run resolves
     # (xbench.run.request.method_params_problems) and by `xbench validate`.
     "method_params": (dict, None),
+    # {method: model}: the source model a method starts from under this profile when --model is not given
+    # (PPA aligns a multilingual model, so its smoke runs use tiny-multi-bert, not the profile's English one).
+    "method_models": (dict, None),
 }
 _TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false", list: "a list",
                dict: "a mapping"}
@@ -111,6 +114,10 @@ def validate_profile(raw: Any, name: str) -> list[str]:
     for key, spec in TOP_LEVEL.items():
         if key in raw and key not in REQUIRED:
             problems += [p for p in [check_value(f"profile {name}: {key}", raw[key], spec)[1]] if p]
+    models = raw.get("method_models")
+    for method, model in (models.items() if isinstance(models, dict) else []):
+        if not isinstance(model, str) or not model:
+            problems.append(f"profile {name}: method_models.{method}: expected a model name or path, got {model!r}")
     for section in ("finetune", "pretrain"):
         blocks = raw.get(section)
         for key, block in (blocks.items() if isinstance(blocks, dict) else []):

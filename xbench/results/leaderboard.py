@@ -338,17 +338,22 @@ def _mean_std(vals: list[float]) -> Stat | None:
 
 
 def _reports_markdown(reports: list[tuple[Row, list[dict[str, Any]]]]) -> list[str]:
-    """The three quantities of docs/methods/meta.md, "Transfer report", for rows whose results carry one."""
+    """The three quantities of docs/methods/meta.md, "Transfer report", for rows whose results carry one, and
+    Tatoeba retrieval after (and, where the encoder measured it, before) the method's training."""
     langs = sorted({lang for _, reps in reports for rep in reps for lang in rep.get("retrieval", {})})
-    head = ["Method", *[label for _, label in REPORT_FIELDS], *[f"retrieval {lang}" for lang in langs]]
+    before = sorted({lang for _, reps in reports for rep in reps for lang in rep.get("retrieval_before", {})})
+    head = ["Method", *[label for _, label in REPORT_FIELDS], *[f"retrieval {lang} before" for lang in before],
+            *[f"retrieval {lang}" for lang in langs]]
     lines = ["Transfer report (docs/methods/meta.md): generalisation (English score of the kept checkpoint), "
              "zero-shot target mean, transfer gap = English − target mean, and Tatoeba retrieval accuracy "
-             "(mean of xx→en and en→xx, mean-pooled middle layer, cosine).", "",
-             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+             "(mean of xx→en and en→xx, mean-pooled middle layer, cosine)"
+             + ("; \"before\" is the source model's, measured by the method before its training." if before else "."),
+             "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r, reps in reports:
         cells = [_fmt(_mean_std([rep[k] for rep in reps if rep.get(k) is not None])) for k, _ in REPORT_FIELDS]
-        cells += [_fmt(_mean_std([rep["retrieval"][lang]["mean"] for rep in reps if lang in rep.get("retrieval", {})]))
-                  for lang in langs]
+        for field_name, field_langs in (("retrieval_before", before), ("retrieval", langs)):
+            cells += [_fmt(_mean_std([rep[field_name][lang]["mean"] for rep in reps
+                                      if lang in rep.get(field_name, {})])) for lang in field_langs]
         lines.append(f"| {r.method} | " + " | ".join(cells) + " |")
     return lines + [""]
 

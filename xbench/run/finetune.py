@@ -50,6 +50,14 @@ def finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, train
     tokenizer = load_pretrained(AutoTokenizer, enc.path)
     train = task_type.load(group.train_lang, train_split, req.data_dir, for_eval=False)
     data_prov[f"{group.train_lang}/{train_split}"] = train.provenance.to_dict()
+    switch = None
+    if proto.code_switch:  # the protocol's augmentation, the same for every method (docs/protocols.md)
+        orig = proto.code_switch["originals"]
+        originals = task_type.load(orig["lang"], orig["split"], req.data_dir, for_eval=False)
+        data_prov[f"{orig['lang']}/{orig['split']} (code-switch originals)"] = originals.provenance.to_dict()
+        switch = {"originals": f"{orig['lang']}/{orig['split']}", "originals_hash": originals.provenance.hash,
+                  "p_switch": float(proto.code_switch["p_switch"]), "seed": seed}
+        train = code_switched_split(train, task_type, originals, switch)
     fit_split = transformed_split(train, hooks, seed) if hooks is not None and hooks.train_transform else train
     feats = task_type.featurize(fit_split, tokenizer, train=True)
     sel = sel_feats = None
@@ -101,6 +109,8 @@ def finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, train
            "select_metric": rr.card.metric if sel is not None else None}
     if hooks is not None:  # only then: a plain fine-tuning keeps the key (and the entry) it always had
         key["method_changes"] = hooks.cache_key()
+    if switch is not None:
+        key["code_switch"] = switch
 
     def build(out: Path, work: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
@@ -154,6 +164,17 @@ def hooked_loss(task_loss: Any, hooks: Any) -> tuple[Any, dict[str, list[float]]
         return out
 
     return loss, parts
+
+
+def code_switched_split(train: Any, task_type: Any, originals: Any, switch: dict[str, Any]) -> Any:
+    """The training split code-switched with its English originals; its provenance says so, so the
+    features of the switched examples get their own feature-cache entry."""
+    import dataclasses
+
+    examples = task_type.code_switch(list(train.examples), list(originals.examples), switch["p_switch"], switch["seed"])
+    selection = {**(train.provenance.selection or {}), "code_switch": switch}
+    return dataclasses.replace(train, examples=list(examples),
+                               provenance=dataclasses.replace(train.provenance, selection=selection))
 
 
 def transformed_split(train: Any, hooks: Any, seed: int) -> Any:

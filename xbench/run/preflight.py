@@ -110,7 +110,27 @@ def data_problems(rr: Any, method_scope: str) -> list[str]:
             if name and slots.get(name) is None:  # the split a slot stands for, not found by the card's lookup
                 messages[-1] += f"\n  or fill the data slot: --slot {name}=FILE (docs/protocols.md, 'Data slots')"
             problems += messages
+    switch = rr.card.protocol(rr.protocol).code_switch
+    if switch and not problems:
+        problems += _code_switch_problems(rr, task_type, switch, [(lang, split) for lang, split, e in reads if not e])
     return problems
+
+
+def _code_switch_problems(rr: Any, task_type: Any, switch: dict[str, Any], train_reads: list[tuple[str, str]]) -> list[str]:
+    """A code-switching protocol needs a task type that can switch and originals line-aligned with every
+    training split (the switch itself checks the alignment); tried here on the real data, with seed 0."""
+    where = f"protocol '{rr.protocol}' of task '{rr.card.name}' (code_switch)"
+    if not task_type.supports_code_switch:
+        return [f"{where}: task type '{task_type.name}' has no code-switched training"]
+    orig = switch["originals"]
+    try:
+        originals = task_type.load(orig["lang"], orig["split"], rr.request.data_dir, for_eval=False)
+        for lang, split in train_reads:
+            train = task_type.load(lang, split, rr.request.data_dir, for_eval=False)
+            task_type.code_switch(list(train.examples), list(originals.examples), float(switch["p_switch"]), 0)
+    except XbenchError as exc:
+        return [f"{where}: {m}" for m in _messages(exc)]
+    return []
 
 
 def model_problems(model: str, data_dir: str | Path | None = None) -> list[str]:

@@ -125,7 +125,7 @@ def resolve(req: RunRequest) -> ResolvedRun:
         raise ConfigError(problems, source="xbench run")
     assert card is not None and profile is not None
     protocol = req.protocol or card.default_protocol
-    model = req.model or profile["model"]
+    model = run_model(req, profile)
     params = {**(profile.get("method_params") or {}).get(req.method, {}), **req.params}
     config = {
         "xbench_version": __version__, "finetune_code_version": FINETUNE_CODE_VERSION,
@@ -152,7 +152,9 @@ def method_params_problems(profile: dict[str, Any]) -> list[str]:
     where = f"profile {profile['name']}: method_params"
     blocks = profile.get("method_params") or {}
     methods = all_methods()
-    problems: list[str] = []
+    problems: list[str] = [f"profile {profile['name']}: method_models.{name}: unknown method; valid methods: "
+                           f"{', '.join(sorted(methods))}" for name in (profile.get("method_models") or {})
+                           if name not in methods]
     for name, block in blocks.items():
         if name not in methods:
             problems.append(f"{where}.{name}: unknown method; valid methods: {', '.join(sorted(methods))}")
@@ -310,6 +312,12 @@ def apply_overrides(profile: dict[str, Any], overrides: dict[str, str],
     return out, problems
 
 
+def run_model(req: RunRequest, profile: dict[str, Any]) -> str:
+    """The source model of a run: --model, else the profile's model for this method (`method_models`), else
+    the profile's model."""
+    return req.model or (profile.get("method_models") or {}).get(req.method) or profile["model"]
+
+
 def _path_problems(req: RunRequest, card: TaskCard | None, profile: dict[str, Any] | None) -> list[str]:
     """Every name that becomes a folder of the result path, checked by the one rule result_path applies."""
     parts: list[tuple[str, Any]] = [("method", req.method)]
@@ -317,7 +325,7 @@ def _path_problems(req: RunRequest, card: TaskCard | None, profile: dict[str, An
         parts += [("task", card.name),
                   ("protocol", protocol_dir(req.protocol or card.default_protocol, options_variant(req.options)))]
     if profile is not None:
-        parts += [("profile", profile["name"]), ("model", model_slug(req.model or profile["model"]))]
+        parts += [("profile", profile["name"]), ("model", model_slug(run_model(req, profile)))]
     # Seeds are checked by check_seeds; result_path applies path_component_problem to them as well.
     problems = [path_component_problem(what, value) for what, value in parts]
     return [p for p in problems if p]

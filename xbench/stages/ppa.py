@@ -89,6 +89,28 @@ class PairPlan:
                 "en_is_query": torch.tensor([q for _, q in item])}
 
 
+def planned_counts(plan: PairPlan, steps: int) -> dict[str, Any]:
+    """What `steps` single-process steps of `plan` will feed the passes, counted from the pairs' lengths
+    without running a model: tokens with gradients (query pass + TLM pass, docs/protocols.md, "What every
+    stage records"), key-pass tokens (forward only) and the share of pairs whose query side is English.
+    A control trained for "the same tokens" reads its budget here before PPA has run."""
+    grad = key = en_query = pairs = 0
+    epoch, done = 0, 0
+    while done < steps:
+        batches = plan.batches(epoch)
+        for item in batches[:steps - done]:
+            for i, en_is_query in item:
+                en, xx = plan.pairs[i]
+                first, second = (en, xx) if en_is_query else (xx, en)
+                grad += (len(first) + 2) + (len(first) + len(second) + 3)
+                key += len(second) + 2
+                en_query += en_is_query
+                pairs += 1
+        done += min(len(batches), steps - done)
+        epoch += 1
+    return {"tokens_seen": grad, "key_tokens": key, "pairs": pairs, "en_query_share": en_query / pairs if pairs else None}
+
+
 def count_ppa_tokens(batch: dict[str, Any]) -> int:
     """Tokens fed to a forward pass with gradients: the query pass and the TLM pass (not the key pass)."""
     return int(batch["query_attention_mask"].sum()) + int(batch["attention_mask"].sum())
@@ -157,7 +179,14 @@ def train_ppa(model: torch.nn.Module, plan: PairPlan, tokenizer: Any, args: PPAA
 
     targs = TrainArgs(lr=args.lr, max_steps=args.max_steps, warmup_steps=args.warmup_steps,
                       weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=max(1, args.max_steps // 4))
-    fit = Runner(targs, workdir, name=name).fit(
+    runner = Runner(targs, workdir, name=name)
+    if runner.accelerator.num_processes > 1:
+        # Each process would fill its own queue with its own keys; MoCo gathers them first (not written).
+        raise XbenchError(f"stage '{name}': the PPA stage runs in one process; launch it without several "
+                          "processes (docs/methods/ppa.md, \"Limits\")")
+    fit = runner.fit(
         model, plan, loss_fn, count_tokens=count_ppa_tokens, after_optimizer_step=after_step,
         extra_state={"key_queue": queue, "momentum_encoder": key_encoder, "loss_parts": log}, resume=resume)
+    fit.record.forward_only_tokens = planned_counts(plan, fit.record.optimizer_steps)["key_tokens"]
+    fit.record.finalize_flops()
     return fit, log.values

@@ -102,6 +102,16 @@ class TaskType(ABC):
         """How scores were computed (scorer, normalisation), recorded in the result file."""
         return {"metric": self.card.metric}
 
+    def code_switch(self, examples: list[Any], originals: list[Any], p_switch: float, seed: int) -> list[Any]:
+        """The training examples with, each with probability `p_switch`, a text replaced by its line-aligned
+        English original (docs/protocols.md, "Code-switched training"); task types that cannot say
+        which text may be switched refuse."""
+        from xbench.errors import XbenchError
+
+        raise XbenchError(f"task type '{self.name}' (task '{self.card.name}') has no code-switched training")
+
+    supports_code_switch = False
+
     @abstractmethod
     def load(self, lang: str, split: str, data_dir: str | Path | None, *, for_eval: bool) -> Split: ...
 

@@ -21,6 +21,13 @@ class SentencePairClassification(TaskType):
     def max_length(self) -> int:
         return int(self.card.params.get("max_length", 128))
 
+    supports_code_switch = True
+
+    def code_switch(self, examples: list[Any], originals: list[Any], p_switch: float, seed: int) -> list[Any]:
+        from xbench.data.codeswitch import code_switch_pairs
+
+        return code_switch_pairs(examples, originals, p_switch, seed)
+
     def load(self, lang: str, split: str, data_dir: str | Path | None, *, for_eval: bool) -> Split:
         examples, prov = load_pair_split(self.card.data, self.card.params, lang, split, data_dir)
         if for_eval:

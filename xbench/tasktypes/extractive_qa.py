@@ -170,6 +170,14 @@ class ExtractiveQA(TaskType):
             raise XbenchError(f"task '{self.card.name}' has no split '{split}'; valid splits: {', '.join(splits)}")
         return splits[split]
 
+    supports_code_switch = True
+
+    def code_switch(self, examples: list[Any], originals: list[Any], p_switch: float, seed: int) -> list[Any]:
+        # Only the question: the answer span lives in the context, whose English offsets are not known.
+        from xbench.data.codeswitch import code_switch_questions
+
+        return code_switch_questions(examples, originals, p_switch, seed)
+
     def load(self, lang: str, split: str, data_dir: str | Path | None, *, for_eval: bool) -> Split:
         spec = self._split_spec(split)
         source_name, source_split = spec["source"], spec["split"]

@@ -137,23 +137,9 @@ class TrelmMethod(Method):
     def parallel(self, lang: str) -> tuple[list[tuple[str, str]], dict[str, Any]]:
         """(en, xx) pairs and their manifest: the `parallel_en_<lang>` slot where the profile reads slots,
         else the shared data's en-<lang>-par pool (docs/data.md, "Parallel pairs")."""
-        slots = self.ctx.slots
-        if slots is not None and slots.active:
-            spec = slots.get(f"parallel_{SOURCE_LANG}_{lang}")
-            if spec is not None:
-                from xbench.data.slots import read_parallel
+        from xbench.data.slots import method_parallel
 
-                raw, record = read_parallel(spec, SOURCE_LANG, lang)
-                pairs = [(a.strip(), b.strip()) for a, b in raw if a.strip() and b.strip()]
-                return pairs, {"lang": lang, "pairs": len(pairs), "slot": record, "dropped": {"empty": len(raw) - len(pairs)}}
-            if not slots.allow_fallback:
-                from xbench.data.slots import missing_message
-
-                raise XbenchError(missing_message(f"parallel_{SOURCE_LANG}_{lang}", f"method '{self.name}'"))
-        from xbench.data.pools import build_parallel
-
-        pool = build_parallel(lang, self.ctx.data_dir)
-        return list(pool.pairs), pool.manifest()
+        return method_parallel(lang, self.ctx.data_dir, self.ctx.slots, f"method '{self.name}'", SOURCE_LANG)
 
     def build(self, lang: str) -> _Build:
         if lang not in self._builds:
