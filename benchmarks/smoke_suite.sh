@@ -22,3 +22,10 @@ for method in trelm scratch-trelm; do
   run --method "$method" --task xnli --langs de --protocol in-language --seeds 1,2,3
   run --method "$method" --task ud   --langs de --protocol in-language-lowres
 done
+# PPA on the multilingual tiny model (docs/methods/ppa.md, "Findings"), zero-shot and with code-switched
+# target training data, beside its continued-MLM control; MLQA de once
+for method in ppa mlm-control; do
+  run --method "$method" --task xnli --langs de --seeds 1,2,3
+  run --method "$method" --task xnli --langs de --protocol translate-train-codeswitch --seeds 1,2,3
+done
+run --method ppa --task mlqa --langs de

@@ -54,13 +54,21 @@ class MLMObjective:
             special |= attention_mask == 0
         return special
 
+    def select(self, batch: dict[str, Any], ctx: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input ids with the selected positions replaced 80/10/10, labels: -100 except at those positions),
+        drawn from the step's seeded generator."""
+        return mask_tokens(batch["input_ids"], special_mask=self.special_mask(batch["input_ids"], batch.get("attention_mask")),
+                           mask_id=self.mask_id, vocab_size=self.vocab_size, generator=ctx.generator,
+                           mlm_prob=self.mlm_prob, never_mask=self.never_mask)
+
+    @staticmethod
+    def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)).float(), labels.view(-1),
+                                                 ignore_index=-100)
+
     def __call__(self, model: torch.nn.Module, batch: dict[str, Any], ctx: Any) -> dict[str, torch.Tensor]:
-        ids, labels = mask_tokens(batch["input_ids"], special_mask=self.special_mask(batch["input_ids"], batch.get("attention_mask")),
-                                  mask_id=self.mask_id, vocab_size=self.vocab_size, generator=ctx.generator,
-                                  mlm_prob=self.mlm_prob, never_mask=self.never_mask)
+        ids, labels = self.select(batch, ctx)
         inputs = {k: v for k, v in batch.items() if k in ("attention_mask", "token_type_ids", "position_ids")}
         out = model(input_ids=ids, **inputs)
         logits = out.logits if hasattr(out, "logits") else out[0]
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)).float(), labels.view(-1),
-                                                 ignore_index=-100)
-        return {"mlm": loss}
+        return {"mlm": self.loss_of(logits, labels)}

@@ -89,16 +89,22 @@ class PairPlan:
                 "en_is_query": torch.tensor([q for _, q in item])}
 
 
-def planned_counts(plan: PairPlan, steps: int) -> dict[str, Any]:
-    """What `steps` single-process steps of `plan` will feed the passes, counted from the pairs' lengths
+def planned_counts(plan: PairPlan, steps: int, world: int = 1) -> dict[str, Any]:
+    """What `steps` steps of `plan` on `world` processes will feed the passes, counted from the pairs' lengths
     without running a model: tokens with gradients (query pass + TLM pass, docs/protocols.md, "What every
     stage records"), key-pass tokens (forward only) and the share of pairs whose query side is English.
-    A control trained for "the same tokens" reads its budget here before PPA has run."""
+    A control trained for "the same tokens" reads its budget here before PPA has run. The runner gives
+    process r the batches r, r + world, ... of each pass and drops a ragged tail, so a step consumes
+    `world` consecutive batches."""
     grad = key = en_query = pairs = 0
     epoch, done = 0, 0
     while done < steps:
         batches = plan.batches(epoch)
-        for item in batches[:steps - done]:
+        per_epoch = len(batches) // world
+        if per_epoch == 0:
+            raise XbenchError(f"PPA: {len(batches)} batch(es) per pass cannot feed {world} processes")
+        take = min(per_epoch, steps - done)
+        for item in batches[:take * world]:
             for i, en_is_query in item:
                 en, xx = plan.pairs[i]
                 first, second = (en, xx) if en_is_query else (xx, en)
@@ -106,7 +112,7 @@ def planned_counts(plan: PairPlan, steps: int) -> dict[str, Any]:
                 key += len(second) + 2
                 en_query += en_is_query
                 pairs += 1
-        done += min(len(batches), steps - done)
+        done += take
         epoch += 1
     return {"tokens_seen": grad, "key_tokens": key, "pairs": pairs, "en_query_share": en_query / pairs if pairs else None}
 
@@ -126,10 +132,13 @@ class LossLog:
     def add(self, part: str, value: float) -> None:
         self._step[part].append(value)
 
-    def end_step(self) -> None:
+    def end_step(self, reduce: Any = None) -> None:
+        """Close the step: each part's mean over its micro-batches, averaged over processes by `reduce`
+        (a float -> float function; None in one process)."""
         for part, vals in self._step.items():
             if vals:
-                self.values[part].append(sum(vals) / len(vals))
+                mean = sum(vals) / len(vals)
+                self.values[part].append(reduce(mean) if reduce is not None else mean)
                 vals.clear()
 
     def state_dict(self) -> dict[str, Any]:
@@ -140,16 +149,46 @@ class LossLog:
 
 
 def _cls(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    encoder = getattr(model, "bert", model)  # a BertForMaskedLM's encoder, or a BertModel itself
+    encoder = getattr(model, "base_model", model)  # a masked LM's encoder (BertForMaskedLM.bert), or the encoder
     return F.normalize(encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0], dim=1)
+
+
+class QueryEncoder(torch.nn.Module):
+    """f_q: the masked LM being trained, as one module whose forward runs both of its passes (the `[CLS]`
+    pass on `[CLS] first [SEP]` and the TLM pass on the packed pair), so that a data-parallel wrapper sees
+    one forward per backward. The two inputs stay separate sequences; the TLM input arrives masked."""
+
+    def __init__(self, lm: torch.nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+        self.config = lm.config
+
+    def get_output_embeddings(self) -> Any:  # so that the stage's N_nonemb leaves out the unembedding
+        return self.lm.get_output_embeddings()
+
+    def forward(self, query_input_ids: torch.Tensor, query_attention_mask: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
+                position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = _cls(self.lm, query_input_ids, query_attention_mask)
+        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                         position_ids=position_ids).logits
+        return q, logits
 
 
 def train_ppa(model: torch.nn.Module, plan: PairPlan, tokenizer: Any, args: PPAArgs, workdir: Path, *, name: str,
               resume: bool = True) -> tuple[FitResult, dict[str, list[float]]]:
-    """Run the PPA stage on `model` (a BertForMaskedLM; its `bert` is the query encoder). Returns the fit
-    and the per-step values of `sent` and `tlm` (L_TLM before its weight)."""
+    """Run the PPA stage on `model` (a masked LM such as BertForMaskedLM; its encoder gives the query `[CLS]`),
+    trained in place. Returns the fit and the per-step values of `sent` and `tlm` (L_TLM before its weight)."""
     from xbench.runner.trainer import Runner, TrainArgs
 
+    targs = TrainArgs(lr=args.lr, max_steps=args.max_steps, warmup_steps=args.warmup_steps,
+                      weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=max(1, args.max_steps // 4))
+    runner = Runner(targs, workdir, name=name)
+    acc = runner.accelerator
+    world = acc.num_processes
+    if args.queue_size < args.batch_size * world:
+        raise XbenchError(f"stage '{name}': the queue ({args.queue_size} keys) must hold at least one step's keys "
+                          f"({args.batch_size} per process x {world} processes)")
     key_encoder = MomentumEncoder(model, args.momentum)
     key_encoder.eval()  # keys without dropout: an xbench default (docs/methods/ppa.md)
     queue = KeyQueue(args.queue_size, model.config.hidden_size, seed=args.seed)
@@ -158,35 +197,43 @@ def train_ppa(model: torch.nn.Module, plan: PairPlan, tokenizer: Any, args: PPAA
     pending: list[torch.Tensor] = []
 
     def loss_fn(m: Any, batch: dict[str, Any], ctx: Any) -> dict[str, torch.Tensor]:
-        q = _cls(m, batch["query_input_ids"], batch["query_attention_mask"])
+        ids, labels = tlm.select(batch, ctx)
+        q, logits = m(batch["query_input_ids"], batch["query_attention_mask"], ids, batch["attention_mask"],
+                      batch["token_type_ids"], batch["position_ids"])
         key_encoder.to(q.device)
         with torch.no_grad():
             k = _cls(key_encoder.encoder, batch["key_input_ids"], batch["key_attention_mask"])
         sent = info_nce_queue(q, k, queue.keys.to(q.device), args.tau)
-        word = tlm(m, {k2: batch[k2] for k2 in ("input_ids", "attention_mask", "token_type_ids", "position_ids")},
-                   ctx)["tlm"]
+        word = tlm.loss_of(logits, labels)
         pending.append(k.detach())
         log.add("sent", float(sent.detach()))
         log.add("tlm", float(word.detach()))
         return {"sent": sent, "tlm": args.tlm_weight * word}
 
-    def after_step(m: Any, step: int) -> None:
-        key_encoder.update(getattr(m, "module", m))
-        for keys in pending:  # every micro-batch's keys, oldest first
-            queue.enqueue(keys)
-        pending.clear()
-        log.end_step()
+    def all_keys(keys: torch.Tensor) -> torch.Tensor:
+        """Every process's keys of a micro-batch, in process order (MoCo's gather), so that every process
+        holds the same queue; batches at the end of a pass may differ in size between processes."""
+        if world == 1:
+            return keys
+        counts = acc.gather(torch.tensor([len(keys)], device=keys.device)).tolist()
+        padded = acc.pad_across_processes(keys, dim=0)
+        width = padded.shape[0]
+        everything = acc.gather(padded)
+        return torch.cat([everything[r * width:r * width + c] for r, c in enumerate(counts)])
 
-    targs = TrainArgs(lr=args.lr, max_steps=args.max_steps, warmup_steps=args.warmup_steps,
-                      weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=max(1, args.max_steps // 4))
-    runner = Runner(targs, workdir, name=name)
-    if runner.accelerator.num_processes > 1:
-        # Each process would fill its own queue with its own keys; MoCo gathers them first (not written).
-        raise XbenchError(f"stage '{name}': the PPA stage runs in one process; launch it without several "
-                          "processes (docs/methods/ppa.md, \"Limits\")")
+    def mean_over_processes(value: float) -> float:
+        return float(acc.reduce(torch.tensor(value, device=acc.device), "mean"))
+
+    def after_step(m: Any, step: int) -> None:
+        key_encoder.update(getattr(m, "module", m).lm)
+        for keys in pending:  # every micro-batch's keys, oldest first
+            queue.enqueue(all_keys(keys).to(queue.keys.device))
+        pending.clear()
+        log.end_step(mean_over_processes if world > 1 else None)
+
     fit = runner.fit(
-        model, plan, loss_fn, count_tokens=count_ppa_tokens, after_optimizer_step=after_step,
+        QueryEncoder(model), plan, loss_fn, count_tokens=count_ppa_tokens, after_optimizer_step=after_step,
         extra_state={"key_queue": queue, "momentum_encoder": key_encoder, "loss_parts": log}, resume=resume)
-    fit.record.forward_only_tokens = planned_counts(plan, fit.record.optimizer_steps)["key_tokens"]
+    fit.record.forward_only_tokens = planned_counts(plan, fit.record.optimizer_steps, world)["key_tokens"]
     fit.record.finalize_flops()
     return fit, log.values

@@ -20,7 +20,7 @@ from xbench.errors import XbenchError
 from xbench.methods.base import Encoder, Method, Param
 from xbench.results.transfer_report import transfer_report
 
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: both query-encoder passes in one module forward (data-parallel safe)
 SOURCE_LANG = "en"
 
 
@@ -146,7 +146,10 @@ class PpaMethod(Method):
             config = load_pretrained(AutoConfig, src.path)
             plan = self.plan(tokenizer, pairs)
             steps, warmup = self.steps(plan)
-            planned = planned_counts(plan, steps)
+            from accelerate import PartialState
+
+            # Each of N processes trains on its own batch per step: the tokens of a step are N batches'.
+            planned = planned_counts(plan, steps, PartialState().num_processes)
             p = self.params
             if variant == "scratch":
                 model = init_model(config, "mlm", p["pretrain_seed"])
