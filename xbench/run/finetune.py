@@ -58,6 +58,7 @@ def finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, train
         switch = {"originals": f"{orig['lang']}/{orig['split']}", "originals_hash": originals.provenance.hash,
                   "p_switch": float(proto.code_switch["p_switch"]), "seed": seed}
         train = code_switched_split(train, task_type, originals, switch)
+        data_prov[f"{group.train_lang}/{train_split}"] = train.provenance.to_dict()  # with the switch it had
     fit_split = transformed_split(train, hooks, seed) if hooks is not None and hooks.train_transform else train
     feats = task_type.featurize(fit_split, tokenizer, train=True)
     sel = sel_feats = None
