@@ -64,3 +64,4 @@ def test_ppa_and_its_control_under_code_switched_fine_tuning(data_root, tmp_path
     md = (tmp_path / "lb" / "xnli.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| ppa |"))
     assert "vs mlm-control" in row and "retrieval de before" in md
+    assert "code-switched training (p_switch 0.5, originals en/dev-train)" in row

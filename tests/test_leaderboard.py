@@ -102,6 +102,20 @@ def test_transfer_report_shows_retrieval_before_the_method_where_measured(tmp_pa
     assert _row(report_part, "ppa")[-2:] == ["10.0 ± 0.0", "25.0 ± 7.1"]
 
 
+def test_a_code_switched_training_set_flags_the_row(tmp_path):
+    import json
+
+    path = write_result(tmp_path, "ppa", "transfer", 1, {"de": 0.4}, compared_with="mlm-control")
+    result = json.loads(path.read_text())
+    result["task"]["data"] = {"de/dev-train": {"source": "local", "selection": {
+        "split": "dev", "code_switch": {"originals": "en/dev-train", "p_switch": 0.5, "seed": 1}}}}
+    path.write_text(json.dumps(result))
+    write_result(tmp_path, "source", "baseline", 1, {"de": 0.4})
+    md = render_markdown("xnli", build_tables(iter_results(tmp_path), ["de"]), card_version=1)
+    assert "code-switched training (p_switch 0.5, originals en/dev-train)" in _lines(md, "| ppa |")
+    assert "code-switched" not in _lines(md, "| source")
+
+
 def test_task_option_variants_are_separate_results_and_tables(tmp_path):
     plain = write_result(tmp_path, "source", "baseline", 1, {"de": 0.50}, task="ud")
     pud = write_result(tmp_path, "source", "baseline", 1, {"de_pud": 0.40}, task="ud", variant="treebank=pud")

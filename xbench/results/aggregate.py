@@ -165,6 +165,10 @@ def aggregate(results: list[dict[str, Any]], metric: str | None = None) -> dict[
             row.flags.add("xbench reconstruction")
         for slot in flags.get("fallback", []):  # a shared-data stand-in for a data slot (docs/protocols.md)
             row.flags.add(f"fallback: {slot}")
+        for prov in (r["task"].get("data") or {}).values():  # a protocol that code-switches its training data
+            switch = ((prov or {}).get("selection") or {}).get("code_switch") if isinstance(prov, dict) else None
+            if switch:
+                row.flags.add(f"code-switched training (p_switch {switch['p_switch']:g}, originals {switch['originals']})")
         if r["method"].get("finetune_changes"):  # not fine-tuned like its baseline (docs/methods/README.md)
             row.flags.add("fine-tuning changed by the method: " + ", ".join(r["method"]["finetune_changes"]))
         row.task_version = r["task"]["version"]
