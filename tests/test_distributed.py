@@ -73,9 +73,10 @@ class _UnionOfRankBatches:
         return self.inner.collate(item)
 
 
-def test_two_process_training_with_torchrun(tmp_path):
-    script = tmp_path / "ddp.py"
-    script.write_text(SCRIPT)
+def _torchrun(tmp_path: Path, source: str, name: str) -> Path:
+    """Run `source` as a script on 2 CPU processes (args: work folder, output folder); the output folder."""
+    script = tmp_path / name
+    script.write_text(source)
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -90,6 +91,11 @@ def test_two_process_training_with_torchrun(tmp_path):
         shutil.rmtree(tmp_path / "work", ignore_errors=True)
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_two_process_training_with_torchrun(tmp_path):
+    out = _torchrun(tmp_path, SCRIPT, "ddp.py")
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == 2 and r["steps"] == STEPS for r in ranks)
     assert [r["runner_world"] for r in ranks] == [2, 2], "the runner did not train data-parallel"
@@ -158,20 +164,7 @@ with open(f"{out}/rank{rank}.json", "w") as f:
 def test_ppa_gathers_the_keys_of_every_process(tmp_path):
     """Two processes: each enqueues the keys of both (the same queue on every rank), the token counts are
     global and equal the plan's count for 2 processes, and the per-step loss parts agree across ranks."""
-    script = tmp_path / "ppa_ddp.py"
-    script.write_text(PPA_SCRIPT)
-    out = tmp_path / "out"
-    out.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           str(tmp_path / "work"), str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0 and not list(out.glob("rank*.json")):
-        import shutil  # the launcher's own flakiness on a loaded 2-core VM (see above)
-
-        shutil.rmtree(tmp_path / "work", ignore_errors=True)
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = _torchrun(tmp_path, PPA_SCRIPT, "ppa_ddp.py")
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     assert ranks[0]["tokens"] == ranks[1]["tokens"] == ranks[0]["planned"]["tokens_seen"]
