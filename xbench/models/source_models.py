@@ -47,6 +47,16 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
                    "intermediate_size": 128, "max_position_embeddings": 512},
         "pretrain": dict(_PRETRAIN),
     },
+    # CLISM+CACR's smoke source (docs/methods/clism.md): an XLM-R in miniature, two layers, a SentencePiece-
+    # style Unigram vocabulary of 4,000 pieces over the same three pools, the same language sampling.
+    "xbench/tiny-multi-xlmr": {
+        "langs": ["en", "de", "zh"],
+        "vocab_size": 4000,
+        "alpha": 0.5,
+        "config": {"model_type": "xlm-roberta", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2,
+                   "intermediate_size": 128, "max_position_embeddings": 514},
+        "pretrain": dict(_PRETRAIN),
+    },
 }
 
 
@@ -89,8 +99,8 @@ class SourceModel:
 
 def _architecture(name: str, spec: dict[str, Any]) -> str:
     arch = spec["config"].get("model_type")
-    if arch not in ("bert", "gpt2"):
-        raise XbenchError(f"tiny model '{name}': config.model_type must be 'bert' or 'gpt2', got {arch!r}")
+    if arch not in ("bert", "gpt2", "xlm-roberta"):
+        raise XbenchError(f"tiny model '{name}': config.model_type must be 'bert', 'gpt2' or 'xlm-roberta', got {arch!r}")
     return arch
 
 
@@ -99,6 +109,11 @@ def _tokenizer(arch: str, spec: dict[str, Any], lines: list[str]) -> Any:
         from xbench.vocab.wordpiece import train_wordpiece
 
         return train_wordpiece(lines, spec["vocab_size"], limit_alphabet=spec["limit_alphabet"])
+    if arch == "xlm-roberta":
+        from xbench.vocab.unigram import train_unigram
+
+        # XLM-R's positions start after the padding index (2), so 514 positions hold 512 tokens.
+        return train_unigram(lines, spec["vocab_size"], model_max_length=spec["config"]["max_position_embeddings"] - 2)
     from xbench.vocab.bpe import train_byte_bpe
 
     return train_byte_bpe(lines, spec["vocab_size"], model_max_length=spec["config"]["n_positions"])
@@ -106,11 +121,16 @@ def _tokenizer(arch: str, spec: dict[str, Any], lines: list[str]) -> Any:
 
 def _model(arch: str, spec: dict[str, Any], tokenizer: Any) -> Any:
     """The untrained model, seeded by the table's pretraining seed without touching the caller's RNG."""
-    from transformers import BertConfig, GPT2Config
+    from transformers import BertConfig, GPT2Config, XLMRobertaConfig
 
     from xbench.stages.lm import init_model
 
     cfg = {k: v for k, v in spec["config"].items() if k != "model_type"}
+    if arch == "xlm-roberta":
+        return init_model(XLMRobertaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                           type_vocab_size=1, architectures=["XLMRobertaForMaskedLM"], **cfg),
+                          "mlm", spec["pretrain"]["seed"])
     if arch == "bert":
         return init_model(BertConfig(vocab_size=len(tokenizer), architectures=["BertForMaskedLM"], **cfg), "mlm",
                           spec["pretrain"]["seed"])
@@ -183,7 +203,7 @@ def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) ->
             tokenizer = _tokenizer(arch, spec, [line for pool in pools for line in pool.lines])
             save_pretrained_atomic(tokenizer, tok_dir)
         model = _model(arch, spec, tokenizer)
-        objective = "mlm" if arch == "bert" else "clm"
+        objective = "clm" if arch == "gpt2" else "mlm"
         args = LMArgs.from_dict(spec["pretrain"])
         if len(pools) == 1:
             plan = packed_blocks(tokenizer, pools[0].lines, objective, seq_len=args.seq_len,
@@ -195,7 +215,7 @@ def _build_tiny(name: str, spec: dict[str, Any], data_dir: str | Path | None) ->
                        role="source").fit
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        vocab = vocabulary_stats(tokenizer, "wordpiece" if arch == "bert" else "bpe")
+        vocab = vocabulary_stats(tokenizer, {"bert": "wordpiece", "gpt2": "bpe", "xlm-roberta": "unigram"}[arch])
         if "limit_alphabet" in spec:
             vocab["limit_alphabet"] = spec["limit_alphabet"]
         return {"stages": [fit.record.to_dict()], "pool": manifests, "tokenizer": vocab,

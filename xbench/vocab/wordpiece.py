@@ -98,6 +98,10 @@ def learn_vocabulary(word_counts: dict[str, int], size: int, *, min_frequency: i
 
 def vocabulary_stats(tokenizer: Any, family: str = "wordpiece") -> dict[str, int]:
     """Size and composition of a vocabulary, for stage and encoder records (byte-level BPE: 256 byte symbols)."""
+    if family == "unigram":
+        pieces = [t.lstrip("\u2581") for t in tokenizer.get_vocab() if t not in tokenizer.all_special_tokens]
+        return {"vocab_size": len(tokenizer), "alphabet_size": len({p for p in pieces if len(p) == 1}),
+                "single_char_pieces": sum(len(p) == 1 for p in pieces), "multi_char_pieces": sum(len(p) > 1 for p in pieces)}
     if family != "wordpiece":
         return {"vocab_size": len(tokenizer), "alphabet_size": 256}
     pieces = [t for t in tokenizer.get_vocab() if t not in SPECIALS]
