@@ -159,7 +159,10 @@ class FinetuneHooks:
     - `extra_loss(model, batch, ctx)` returns named loss tensors added to the task loss (e.g. a
       consistency loss), with the runner's per-step context (its seeded generator);
     - `train_transform(examples, seed)` returns the training examples to featurise instead of
-      the loaded ones (e.g. sentence-level code-switching), seeded by the fine-tuning seed.
+      the loaded ones (e.g. sentence-level code-switching), seeded by the fine-tuning seed;
+    - `inputs` changes every input of the task, in training and evaluation alike, through the
+      task type's `set_method_inputs` (e.g. `{"question_marker": "[QUE]"}`: every QA question ends
+      with the token the `[QUE]` head reads).
 
     `fingerprint` holds whatever else decides what the hooks do (their parameters, a code
     version); with the names it is part of the fine-tuned model's cache key.
@@ -171,6 +174,8 @@ class FinetuneHooks:
     extra_loss_name: str = ""
     train_transform: Callable[[list[Any], int], list[Any]] | None = None
     train_transform_name: str = ""
+    inputs: dict[str, Any] = field(default_factory=dict)
+    inputs_name: str = ""
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def changes(self) -> list[str]:
@@ -178,7 +183,8 @@ class FinetuneHooks:
         out = []
         for label, hook, name in (("head", self.head, self.head_name),
                                   ("extra loss", self.extra_loss, self.extra_loss_name),
-                                  ("train transform", self.train_transform, self.train_transform_name)):
+                                  ("train transform", self.train_transform, self.train_transform_name),
+                                  ("inputs", self.inputs or None, self.inputs_name)):
             if hook is not None:
                 if not name:
                     raise TypeError(f"a method's fine-tuning {label} needs a name (FinetuneHooks.{label.replace(' ', '_')}_name)")
@@ -186,7 +192,10 @@ class FinetuneHooks:
         return out
 
     def cache_key(self) -> dict[str, Any]:
-        return {"changes": self.changes(), "fingerprint": self.fingerprint}
+        key = {"changes": self.changes(), "fingerprint": self.fingerprint}
+        if self.inputs:
+            key["inputs"] = self.inputs
+        return key
 
 
 @dataclass

@@ -47,8 +47,12 @@ def finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, train
 
     req = rr.request
     proto = rr.card.protocol(rr.protocol)
+    ft_settings = {**rr.finetune, **task_type.finetune_overrides()}
     tokenizer = load_pretrained(AutoTokenizer, enc.path)
     train = task_type.load(group.train_lang, train_split, req.data_dir, for_eval=False)
+    subset = task_type.train_subset(len(train.examples), seed)
+    if subset is not None:  # few-shot: the seed's subset, with its own provenance and feature-cache entry
+        train = subset_split(train, subset, seed)
     data_prov[f"{group.train_lang}/{train_split}"] = train.provenance.to_dict()
     switch = None
     if proto.code_switch:  # the protocol's augmentation, the same for every method (docs/protocols.md)
@@ -72,7 +76,7 @@ def finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, train
         from xbench.runner.batching import FeaturePlan
         from xbench.runner.trainer import Runner, TrainArgs
 
-        ft = rr.finetune
+        ft = ft_settings
         evaluate = None
         if sel is not None:
             def evaluate(model: Any) -> dict[str, float]:
@@ -106,7 +110,7 @@ def finetune(rr: ResolvedRun, task_type: Any, enc: Any, group: TrainGroup, train
 
     key = {"kind": "finetuned", "code_version": FINETUNE_CODE_VERSION, "encoder": enc.key,
            **task_type.training_fingerprint(with_selection=sel is not None), "train": train.provenance.hash,
-           "select": sel.provenance.hash if sel is not None else None, "finetune": rr.finetune, "seed": seed,
+           "select": sel.provenance.hash if sel is not None else None, "finetune": ft_settings, "seed": seed,
            "select_metric": rr.card.metric if sel is not None else None}
     if hooks is not None:  # only then: a plain fine-tuning keeps the key (and the entry) it always had
         key["method_changes"] = hooks.cache_key()
@@ -175,6 +179,19 @@ def code_switched_split(train: Any, task_type: Any, originals: Any, switch: dict
     examples = task_type.code_switch(list(train.examples), list(originals.examples), switch["p_switch"], switch["seed"])
     selection = {**(train.provenance.selection or {}), "code_switch": switch}
     return dataclasses.replace(train, examples=list(examples),
+                               provenance=dataclasses.replace(train.provenance, selection=selection))
+
+
+def subset_split(train: Any, indices: list[int], seed: int) -> Any:
+    """The training split cut down to `indices` (a few-shot sample); its provenance names the subset."""
+    import dataclasses
+
+    from xbench.atomic import hash_json
+
+    examples = [train.examples[i] for i in indices]
+    selection = {**(train.provenance.selection or {}),
+                 "few_shot": {"size": len(indices), "seed": seed, "indices_sha256": hash_json(indices)}}
+    return dataclasses.replace(train, examples=examples,
                                provenance=dataclasses.replace(train.provenance, selection=selection))
 
 

@@ -107,6 +107,8 @@ def _run_seed(rr: ResolvedRun, method: Any, seed: int, out_root: Path, console: 
     # recorded in the result and flagged on the leaderboard, since the row is not fine-tuned like its baseline.
     hooks = method.finetune_hooks(task_type)
     led.finetune_changes = hooks.changes() if hooks is not None else []
+    if hooks is not None and hooks.inputs:  # e.g. every QA question ends with [QUE], evaluation included
+        task_type.set_method_inputs(hooks.inputs)
     led.started = time.time()
     for gi, group in enumerate(plan.groups):
         enc = method.build_encoder(group.encoder_lang)

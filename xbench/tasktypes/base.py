@@ -81,6 +81,27 @@ class TaskType(ABC):
     # Task-type options a run may pass (e.g. question_langs for MLQA, treebank for UD).
     option_names: tuple[str, ...] = ()
 
+    # What a method may change in every input of this type, training and evaluation alike
+    # (FinetuneHooks.inputs; e.g. extractive QA's question_marker for CLISM's [QUE] head).
+    method_input_names: tuple[str, ...] = ()
+
+    def train_subset(self, n_examples: int, seed: int) -> list[int] | None:
+        """Indices of the training examples to fine-tune on for `seed` (a few-shot option); None: all."""
+        return None
+
+    def finetune_overrides(self) -> dict[str, Any]:
+        """Fine-tuning settings this task type's options fix (e.g. few-shot runs take 200 steps)."""
+        return {}
+
+    def set_method_inputs(self, inputs: dict[str, Any]) -> None:
+        """Take the method's input changes; XbenchError naming the ones this task type cannot make."""
+        unknown = sorted(set(inputs) - set(self.method_input_names))
+        if unknown:
+            from xbench.errors import XbenchError
+
+            raise XbenchError(f"task '{self.card.name}' ({self.name}) cannot change its inputs by "
+                              f"{', '.join(unknown)} (it can: {', '.join(self.method_input_names) or 'nothing'})")
+
     # Fine-tuning settings per profile name, used where a profile has no block for this type: the
     # shipped profiles only know the built-in types, so a plugin's type brings its own.
     finetune_defaults: dict[str, dict[str, Any]] = {}

@@ -96,7 +96,7 @@ def card_problems(raw: dict[str, Any]) -> list[str]:
 class ExtractiveQA(TaskType):
     name = "extractive-qa"
     version = 2  # 2: eval features carry context_bounds
-    option_names = ("question_langs",)
+    option_names = ("question_langs", "few_shot")
 
     def __init__(self, card: TaskCard, options: dict[str, Any] | None = None) -> None:
         super().__init__(card, options)
@@ -107,10 +107,14 @@ class ExtractiveQA(TaskType):
         self.settings = {k: int(params.get(k, v)) for k, v in _INT_PARAMS.items()}
         self.scheme: str = params["scorer"]
         self.question_langs = self._question_langs(self.options.get("question_langs"))
+        self.few_shot = self._few_shot(self.options.get("few_shot"))
         # Filled while a run trains: what the model was trained on (recorded by scoring_info) and
         # the provenance hashes of that data, so that it cannot be scored as if held out.
         self.training_data: list[dict[str, Any]] = []
         self._train_hashes: set[str] = set()
+        # Set by a method that reads questions through a marker token (CLISM's [QUE] head): every
+        # question, in training and evaluation, ends with it (docs/methods/clism.md).
+        self.question_marker: str | None = None
 
     def _question_langs(self, raw: Any) -> list[str] | None:
         if raw is None:
@@ -126,6 +130,34 @@ class ExtractiveQA(TaskType):
             raise ConfigError(f"task '{self.card.name}' has no question language(s) {', '.join(bad)}; "
                               f"valid: {', '.join(self.card.languages)}")
         return list(dict.fromkeys(langs))
+
+    @staticmethod
+    def _few_shot(raw: Any) -> int | None:
+        if raw is None:
+            return None
+        try:
+            size = int(str(raw).strip())
+        except ValueError:
+            size = 0
+        if size < 1:
+            raise ConfigError(f"few_shot must be a positive number of training examples, e.g. few_shot=64; got {raw!r}")
+        return size
+
+    def train_subset(self, n_examples: int, seed: int) -> list[int] | None:
+        """The few-shot subset of the training examples for this seed (None: train on all of them)."""
+        if self.few_shot is None:
+            return None
+        from xbench.data.fewshot import few_shot_indices
+
+        return few_shot_indices(n_examples, self.few_shot, seed)
+
+    def finetune_overrides(self) -> dict[str, Any]:
+        if self.few_shot is None:
+            return {}
+        from xbench.data.fewshot import FEW_SHOT_STEPS
+
+        # Every few-shot fine-tuning takes the same number of optimizer steps, whatever the size.
+        return {"max_steps": FEW_SHOT_STEPS, "epochs": None}
 
     # ------------------------------------------------------------------ units and scoring setup
 
@@ -208,8 +240,17 @@ class ExtractiveQA(TaskType):
             return super().training_fingerprint(with_selection=True)
         return {"task_type": self.name, "version": self.version, **self._window_settings()}
 
-    def _window_settings(self) -> dict[str, int]:
-        return {k: self.settings[k] for k in ("max_length", "doc_stride", "max_query_length")}
+    method_input_names = ("question_marker",)
+
+    def set_method_inputs(self, inputs: dict[str, Any]) -> None:
+        super().set_method_inputs(inputs)
+        self.question_marker = inputs.get("question_marker")
+
+    def _window_settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {k: self.settings[k] for k in ("max_length", "doc_stride", "max_query_length")}
+        if self.question_marker is not None:  # only then: plain features keep the cache key they always had
+            settings["question_marker"] = self.question_marker
+        return settings
 
     def featurize(self, split: Split, tokenizer: Any, *, train: bool) -> Sequence[dict[str, Any]]:
         from xbench.tasktypes.qa_features import prepare_eval_features, prepare_train_features

@@ -56,16 +56,24 @@ def _fit_question(question: str, tokenizer: Any, max_query_length: int) -> str:
 
 
 def _encode(
-    examples: Sequence[QAExample], tokenizer: Any, max_length: int, doc_stride: int, max_query_length: int
+    examples: Sequence[QAExample], tokenizer: Any, max_length: int, doc_stride: int, max_query_length: int,
+    question_marker: str | None = None,
 ) -> Any:
     _check_setup(tokenizer, max_length, doc_stride, max_query_length)
     # Leading whitespace would only waste question tokens (some TyDiQA questions have lots).
     questions = [ex.question.lstrip() for ex in examples]
+    # A marker (CLISM's [QUE], a special token) ends every question; the question is cut one token
+    # shorter so that the marker is never cut off.
+    room = max_query_length - (question_marker is not None)
     lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
     questions = [
-        _fit_question(q, tokenizer, max_query_length) if n > max_query_length else q
+        _fit_question(q, tokenizer, room) if n > room else q
         for q, n in zip(questions, lengths)
     ]
+    if question_marker is not None:
+        if question_marker not in tokenizer.all_special_tokens:
+            raise XbenchError(f"QA question marker {question_marker!r} is not a special token of the tokenizer")
+        questions = [q.rstrip() + question_marker for q in questions]
     return tokenizer(
         questions,
         [ex.context for ex in examples],
@@ -113,6 +121,7 @@ def prepare_train_features(
     max_length: int = 384,
     doc_stride: int = 128,
     max_query_length: int = 64,
+    question_marker: str | None = None,
 ) -> tuple[list[Feature], dict[str, int]]:
     """Training windows labelled with the first answer's token span (CLS where it is not inside).
 
@@ -123,7 +132,7 @@ def prepare_train_features(
     if not examples:
         return [], {"n_examples": 0, "n_features": 0, "answers_lost_to_truncation": 0}
     spans = [_answer_chars(ex) for ex in examples]
-    enc = _encode(examples, tokenizer, max_length, doc_stride, max_query_length)
+    enc = _encode(examples, tokenizer, max_length, doc_stride, max_query_length, question_marker)
     features: list[Feature] = []
     answer_seen = [False] * len(examples)
     for i, ex_i in enumerate(enc["overflow_to_sample_mapping"]):
@@ -146,11 +155,12 @@ def prepare_eval_features(
     max_length: int = 384,
     doc_stride: int = 128,
     max_query_length: int = 64,
+    question_marker: str | None = None,
 ) -> list[Feature]:
     """Evaluation windows with ``example_id`` and an ``offset_mapping`` that is None off the context."""
     if not examples:
         return []
-    enc = _encode(examples, tokenizer, max_length, doc_stride, max_query_length)
+    enc = _encode(examples, tokenizer, max_length, doc_stride, max_query_length, question_marker)
     features: list[Feature] = []
     for i, ex_i in enumerate(enc["overflow_to_sample_mapping"]):
         feature = _model_inputs(enc, i)
