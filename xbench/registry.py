@@ -73,6 +73,15 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("scratch-ppa", "baseline",
                    "scratch matched to ppa: the source's architecture and tokenizer, random init, MLM on the pairs, same tokens",
                    "xbench.methods.ppa:PpaScratchMethod"),
+        MethodInfo("clism", "transfer",
+                   "CLISM+CACR: [QUE] span masking on aligned en-xx pairs, contrastive consistency and MLM; QA through the [QUE] head",
+                   "xbench.methods.clism:ClismMethod", paper="arXiv 2204.05210"),
+        MethodInfo("clism-mlm-control", "baseline",
+                   "clism's control: the same source model, pairs and tokens, plain MLM on both sides as separate lines",
+                   "xbench.methods.clism:ClismMlmControlMethod"),
+        MethodInfo("clism-span-head", "baseline",
+                   "ablation: the clism encoder fine-tuned with the standard start/end span head instead of [QUE]",
+                   "xbench.methods.clism:ClismSpanHeadMethod"),
     ]
 }
 
