@@ -331,3 +331,28 @@ def test_que_qa_reads_the_question_marker_and_masks_padding(tmp_path) -> None:
     with pytest.raises(XbenchError, match="no \\[QUE\\]"):
         bare = tok(["who ?"], ["Ben ."], return_tensors="pt")
         qa(bare["input_ids"], bare["attention_mask"])
+
+
+# ---------------------------------------------------------------------- the panx span finder
+
+
+def test_the_panx_tagger_is_trained_once_and_finds_filtered_spans(tmp_path, data_root, monkeypatch) -> None:
+    from xbench.data.panx import read_panx
+    from xbench.stages.tagger import TaggerArgs, panx_span_finder
+    from xbench.vocab.wordpiece import train_wordpiece
+
+    monkeypatch.setenv("XBENCH_CACHE", str(tmp_path / "cache"))
+    sentences = read_panx(data_root / "panx" / "train-en.tsv.gz")[:3000]
+    tok = train_wordpiece([" ".join(w) for w, _ in sentences], 800)
+    _tiny_mlm(tok).save_pretrained(tmp_path / "src")
+    tok.save_pretrained(tmp_path / "src")
+    args = TaggerArgs(max_steps=15, batch_size=16)
+    finder = panx_span_finder(str(tmp_path / "src"), {"name": "tiny"}, str(data_root), args)
+    assert finder.name == "panx" and set(finder.quality) >= {"precision", "recall", "f1", "n_gold"}
+    assert finder.quality["n_sentences"] == 10000 and 0.0 <= finder.quality["f1"] <= 1.0
+    again = panx_span_finder(str(tmp_path / "src"), {"name": "tiny"}, str(data_root), args)
+    assert again.entry == finder.entry  # the cache entry, not a second training
+    words = ["Yesterday", "Tom", "Smith", "called", "Mary", "in", "Berlin", "."]
+    for start, end, typ in finder.find(words):
+        assert 0 <= start < end <= len(words) and end - start <= 10 and typ in ("PER", "ORG", "LOC")
+        assert (start, end) != (0, len(words))

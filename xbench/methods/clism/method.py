@@ -42,7 +42,8 @@ class ClismMethod(Method):
         "max_len_each": Param(64, low=1), "max_len": Param(128, low=4), "max_span_words": Param(10, low=1),
         "mlm_prob": Param(0.15, low=0, high=1, low_open=True, high_open=True),
         "cacr_literal_tau": Param(False), "restrict_to_target": Param(False),
-        "span_finder": Param("heuristic", choices=("auto", "heuristic", "spacy")),
+        "span_finder": Param("heuristic", choices=("auto", "heuristic", "panx", "spacy"),
+                             hint="auto: spacy where a model is installed, else panx, else heuristic"),
         "aligner": Param("eflomal", choices=("eflomal",)),
         "symmetrisation": Param("grow-diag-final-and", choices=("grow-diag-final-and", "intersection", "union")),
         "pretrain_pairs": Param(0, low=0, hint="0 = every pair"), "pretrain_seed": Param(0, low=0),
@@ -69,6 +70,12 @@ class ClismMethod(Method):
             problem = spacy_problem()
             if problem:
                 problems.append(problem)
+        if self.params["span_finder"] == "panx":
+            from xbench.stages.tagger import panx_available
+
+            if not panx_available(self.ctx.data_dir):
+                problems.append(f"method '{self.name}': span_finder=panx trains an English tagger on PAN-X en train and "
+                                "dev (panx/train-en.tsv.gz, panx/dev-en.tsv.gz under a data root); they were not found")
         slots = self.ctx.slots
         if slots is not None and slots.active:
             return problems
@@ -100,19 +107,33 @@ class ClismMethod(Method):
 
     # ------------------------------------------------------------------ examples and budget
 
-    def examples(self, tokenizer: Any, pairs: list[tuple[str, str]]) -> tuple[list[Any], dict[str, Any]]:
+    def span_finder(self, src: Any, corpus: list[list[str]]) -> Any:
+        """The span finder the `span_finder` parameter names; `auto` takes spaCy where a model package is
+        installed, else the PAN-X tagger where PAN-X en is in the data roots, else the heuristic."""
+        from xbench.data.spans import resolve_span_finder, spacy_problem
+        from xbench.stages.tagger import panx_available, panx_span_finder
+
+        name = self.params["span_finder"]
+        if name == "auto":
+            name = ("spacy" if spacy_problem() is None
+                    else "panx" if panx_available(self.ctx.data_dir) else "heuristic")
+        if name == "panx":
+            return panx_span_finder(src.path, {"name": src.name, "weights": src.weights_sha256}, self.ctx.data_dir)
+        return resolve_span_finder(name, corpus)
+
+    def examples(self, tokenizer: Any, pairs: list[tuple[str, str]], src: Any) -> tuple[list[Any], dict[str, Any]]:
         """The pretraining examples of `pairs` (with `[QUE]` in `tokenizer`) and what building them recorded:
         the span finder used and its quality on PAN-X en dev, the aligner, the spans kept and dropped."""
         from xbench.aligners.backends import get_aligner
         from xbench.aligners.cached import align_cached, cache_key
-        from xbench.data.spans import resolve_span_finder, span_f1_on_panx
+        from xbench.data.spans import span_f1_on_panx
         from xbench.errors import DataNotFoundError
         from xbench.stages.clism_examples import build_examples
         from xbench.vocab.pretokenize import words
 
         p = self.params
         word_pairs = [(words(a), words(b)) for a, b in pairs]
-        finder = resolve_span_finder(p["span_finder"], [s for s, _ in word_pairs])
+        finder = self.span_finder(src, [s for s, _ in word_pairs])
         spans = finder.find_all([s for s, _ in word_pairs])
         kept = [(s, t) for s, t in word_pairs if s and t]
         aligner = get_aligner(p["aligner"], p["symmetrisation"])
@@ -122,7 +143,7 @@ class ClismMethod(Method):
                                          max_len_each=p["max_len_each"], max_len=p["max_len"],
                                          max_span_words=p["max_span_words"])
         try:
-            quality: dict[str, Any] = span_f1_on_panx(finder, self.ctx.data_dir)
+            quality: dict[str, Any] = getattr(finder, "quality", None) or span_f1_on_panx(finder, self.ctx.data_dir)
         except DataNotFoundError as exc:
             quality = {"f1": None, "why": str(exc).splitlines()[0]}
         return examples, {"span_finder": finder.fingerprint(), "span_finder_panx_en_dev": quality,
@@ -169,7 +190,7 @@ class ClismMethod(Method):
             tokenizer = load_pretrained(AutoTokenizer, src.path)
             model = load_lm(src.path, "mlm")
             add_que_token(model, tokenizer, QUE_TOKEN)
-            examples, built = self.examples(tokenizer, pairs)
+            examples, built = self.examples(tokenizer, pairs, src)
             plan = ClismPlan(examples, batch_size=p["batch_size"], seed=p["pretrain_seed"],
                              pad_id=tokenizer.pad_token_id)
             steps = self.steps(plan)
