@@ -356,3 +356,38 @@ def test_the_panx_tagger_is_trained_once_and_finds_filtered_spans(tmp_path, data
     for start, end, typ in finder.find(words):
         assert 0 <= start < end <= len(words) and end - start <= 10 and typ in ("PER", "ORG", "LOC")
         assert (start, end) != (0, len(words))
+
+
+# ---------------------------------------------------------------------- the inputs hook
+
+
+def test_the_inputs_hook_is_recorded_keyed_and_refused_where_the_task_cannot_make_it() -> None:
+    from xbench.cards import get_task
+    from xbench.errors import XbenchError
+    from xbench.methods.base import FinetuneHooks
+
+    hooks = FinetuneHooks(inputs={"question_marker": QUE_TOKEN}, inputs_name="questions end with [QUE]")
+    assert hooks.changes() == ["inputs: questions end with [QUE]"]
+    assert hooks.cache_key()["inputs"] == {"question_marker": QUE_TOKEN}
+    with pytest.raises(TypeError, match="inputs_name"):
+        FinetuneHooks(inputs={"question_marker": QUE_TOKEN}).changes()
+    qa = get_task("xquad").task_type_impl({})
+    plain = qa._window_settings()
+    qa.set_method_inputs({"question_marker": QUE_TOKEN})
+    assert qa._window_settings() == {**plain, "question_marker": QUE_TOKEN}  # its own feature-cache key
+    with pytest.raises(XbenchError, match="cannot change its inputs by question_marker"):
+        get_task("xnli").task_type_impl({}).set_method_inputs({"question_marker": QUE_TOKEN})
+
+
+def test_clism_on_a_card_without_question_marker_runs_with_the_standard_head() -> None:
+    from xbench.cards import get_task
+    from xbench.methods.base import RunContext
+    from xbench.methods.clism import ClismMethod, ClismSpanHeadMethod
+    from xbench.profiles import load_profile
+
+    ctx = RunContext(profile=load_profile("smoke"), model="xbench/tiny-multi-xlmr", data_dir=None, params={},
+                     langs=["de"])
+    assert ClismMethod(ctx).finetune_hooks(get_task("panx").task_type_impl({})) is None
+    hooks = ClismMethod(ctx).finetune_hooks(get_task("mlqa").task_type_impl({}))
+    assert hooks.inputs == {"question_marker": QUE_TOKEN} and hooks.head is not None
+    assert ClismSpanHeadMethod(ctx).finetune_hooks(get_task("mlqa").task_type_impl({})) is None

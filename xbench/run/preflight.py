@@ -51,10 +51,23 @@ def run_problems(rr: Any) -> list[str]:
             problems += method.preflight_problems()
         except XbenchError as exc:
             problems += _messages(exc)
+        problems += _hook_problems(rr, method)
     if getattr(method_cls, "uses_model", True):
         problems += model_problems(rr.model, rr.request.data_dir)
     problems += data_problems(rr, method_cls.scope)
     return list(dict.fromkeys(problems))  # one bad file read for two splits is one problem
+
+
+def _hook_problems(rr: Any, method: Any) -> list[str]:
+    """A method's change to the task's inputs that the task type cannot make (FinetuneHooks.inputs)."""
+    try:
+        task_type = rr.card.task_type_impl(rr.request.options)
+        hooks = method.finetune_hooks(task_type)
+        if hooks is not None and hooks.inputs:
+            task_type.set_method_inputs(hooks.inputs)
+    except XbenchError as exc:
+        return _messages(exc)
+    return []
 
 
 def _slot_problems(rr: Any, method: Any) -> tuple[list[str], set[str]]:
