@@ -227,6 +227,63 @@ def _print_run_table(console, paths: list[Path]) -> None:
 
 
 @app.command()
+def sweep(
+    grid: Annotated[str, typer.Argument(help="The grid file (YAML), or `status` followed by the grid file.")],
+    status_of: Annotated[Optional[str], typer.Argument(metavar="[GRID]", help="With `status`: the grid file.")] = None,
+    executor: Annotated[str, typer.Option(help="local (this machine) or slurm (submitit's Slurm executor).")] = "local",
+    max_parallel: Annotated[int, typer.Option(help="local: at most this many jobs at once.")] = 1,
+    partition: Annotated[Optional[str], typer.Option(help="slurm: the partition.")] = None,
+    gpus_per_job: Annotated[int, typer.Option(help="slurm: GPUs per job.")] = 0,
+    cpus_per_job: Annotated[int, typer.Option(help="slurm: CPUs per job.")] = 1,
+    mem_gb: Annotated[Optional[float], typer.Option(help="slurm: memory per job, GB.")] = None,
+    time: Annotated[int, typer.Option(help="slurm: time limit per job, minutes.")] = 60,
+    account: Annotated[Optional[str], typer.Option(help="slurm: account.")] = None,
+    qos: Annotated[Optional[str], typer.Option(help="slurm: QoS.")] = None,
+    sbatch: Annotated[Optional[list[str]], typer.Option(help="slurm: another sbatch flag key=value (repeatable).")] = None,
+    force: Annotated[bool, typer.Option(help="Rerun every run, also those whose result exists.")] = False,
+) -> None:
+    """Run a grid of methods × tasks × languages × seeds as jobs (encoders built once, first); again after
+    failures: only what is missing or failed runs. `xbench sweep status GRID` shows where each job stands."""
+    from xbench.run.sweep import SlurmOptions, run_sweep, sweep_status
+
+    console = _console()
+    if grid == "status":
+        if status_of is None:
+            raise XbenchError("xbench sweep status needs the grid file: xbench sweep status grid.yaml")
+        _print_sweep_status(console, sweep_status(status_of))
+        return
+    if status_of is not None:
+        raise XbenchError(f"unexpected argument '{status_of}': give one grid file (or `status GRID`)")
+    extra = dict(_parse_params(sbatch or [], "--sbatch"))
+    opts = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem_gb,
+                        time_min=time, account=account, qos=qos, sbatch={k: str(v) for k, v in extra.items()})
+    state = run_sweep(grid, executor=executor, max_parallel=max_parallel, slurm=opts, force=force, console=console)
+    counts = state.counts()
+    console.print(" · ".join(f"{k} {v}" for k, v in counts.items()) + f" · {state.seconds:.0f} s")
+    failed = [(state.jobs[k], r) for k, r in state.rows.items() if r["state"] == "failed"]
+    for job, row in failed:
+        console.print(f"[red]failed[/red] {job.label}: {row['error']} (log {row['stderr']})", markup=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_sweep_status(console, rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="xbench sweep status")
+    for col in ("job", "kind", "state", "scheduler id", "log", "result"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["label"], row["kind"], row["state"], row.get("scheduler_id") or "", row.get("stderr") or "",
+                      row.get("result") or "")
+    console.print(table)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    console.print(" · ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+@app.command()
 def leaderboard(
     task: Annotated[Optional[str], typer.Option(help="Only this task.")] = None,
     results_dir: Annotated[Path, typer.Option(help="Where result files are.")] = Path("results"),
@@ -324,8 +381,11 @@ def baseline_update(
 
 
 @app.command()
-def validate(tasks_dir: TasksDirOption = None) -> None:
-    """Check every task card (built-in and --tasks-dir), profile and installed plugin; report every problem at once."""
+def validate(tasks_dir: TasksDirOption = None,
+             grid: Annotated[Optional[list[Path]], typer.Option(help="Also check this sweep grid file (repeatable).")] = None,
+             ) -> None:
+    """Check every task card (built-in and --tasks-dir), profile, installed plugin and given sweep grid; report
+    every problem at once."""
     from xbench.profiles import available, load_profile, profile_problems
     from xbench.cards import validate_all_cards
     from xbench.run.request import method_params_problems, protocol_override_problems
@@ -341,13 +401,26 @@ def validate(tasks_dir: TasksDirOption = None) -> None:
             profile = load_profile(name)
             own = method_params_problems(profile) + protocol_override_problems(profile, cards)
         problems += own
+    from xbench.errors import ConfigError
+
+    for path in grid or []:
+        from xbench.run.sweep import read_grid
+        from xbench.run.sweep.grid import grid_problems
+
+        try:
+            problems += grid_problems(read_grid(path))
+        except ConfigError as exc:
+            problems += [f"grid {path}: {p}" for p in exc.problems]
+        except XbenchError as exc:
+            problems.append(str(exc))
     console = _console()
     if problems:
         console.print(f"[red]{len(problems)} problem(s):[/red]")
         for p in problems:
             console.print(f"  - {p}", markup=False)
         raise typer.Exit(1)
-    console.print(f"[green]ok[/green]: {len(cards)} task cards, {len(available())} profiles")
+    console.print(f"[green]ok[/green]: {len(cards)} task cards, {len(available())} profiles"
+                  + (f", {len(grid)} sweep grid(s)" if grid else ""))
 
 
 @cache_app.command("ls")

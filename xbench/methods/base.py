@@ -240,6 +240,9 @@ class Method:
     # Whether the encoder is built from the run's --model (its architecture, tokenizer or weights):
     # the pre-flight checks a local model folder only for methods that will read it.
     uses_model: bool = True
+    # Whether a "shared" encoder depends on the run's language set (ctx.langs): meta pretrains on them, the
+    # source model does not. A sweep builds one encoder per distinct set only where it does.
+    encoder_uses_langs: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

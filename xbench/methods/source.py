@@ -11,6 +11,7 @@ class SourceMethod(Method):
     kind = "baseline"
     scope = "shared"
     parameters: dict = {}  # none: the source model as it is
+    encoder_uses_langs = False
 
     def build_encoder(self, lang: str | None) -> Encoder:
         src = resolve_source_model(self.ctx.model, self.ctx.data_dir)
