@@ -29,3 +29,11 @@ for method in ppa mlm-control; do
   run --method "$method" --task xnli --langs de --protocol translate-train-codeswitch --seeds 1,2,3
 done
 run --method ppa --task mlqa --langs de
+# CLISM+CACR on the multilingual tiny XLM-R (docs/methods/clism.md, "Findings"), beside its continued-MLM
+# control: MLQA de (one fine-tuning per seed, which the G-XLT cell and XQuAD de reuse) and few-shot 64
+for method in clism clism-mlm-control; do
+  run --method "$method" --task mlqa  --langs de --seeds 1,2
+  run --method "$method" --task mlqa  --langs de --question-langs en,de --seeds 1,2
+  run --method "$method" --task xquad --langs de --seeds 1,2
+done
+run --method clism --task mlqa --langs de --option few_shot=64 --seeds 1
