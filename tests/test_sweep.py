@@ -71,6 +71,29 @@ def test_runs_that_share_an_encoder_depend_on_one_build_job(tmp_path):
     assert [j.id for j in again] == [j.id for j in jobs]  # stable ids: a rerun finds its jobs
 
 
+def test_an_ablation_row_shares_the_encoder_job_of_its_method(tmp_path):
+    from xbench.run.sweep import read_grid
+    from xbench.run.sweep.jobs import plan_jobs
+
+    path = _grid(tmp_path, f"methods: [clism, clism-span-head]\ntasks:\n  - {{task: mlqa, langs: [de]}}\nseeds: [1, 2]\n"
+                           f"results_dir: {tmp_path / 'res'}\n")
+    jobs, _ = plan_jobs(read_grid(path))
+    [encoder] = [j for j in jobs if j.kind == "encoder"]
+    runs = [j for j in jobs if j.kind == "run"]
+    assert len(runs) == 4 and all(r.needs == [encoder.id] for r in runs)
+    assert encoder.label.startswith("build clism encoder de")
+
+
+def test_a_single_process_slurm_job_is_the_main_process(monkeypatch):
+    from xbench.run.record import is_main_process
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "3")  # a job array task's own process: not a rank of a distributed run
+    assert is_main_process()
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()
+
+
 @pytest.mark.slow
 def test_a_local_sweep_runs_fails_reruns_and_matches_xbench_run(data_root, tmp_path):
     env = {"XBENCH_DATA": str(data_root)}

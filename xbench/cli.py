@@ -241,6 +241,7 @@ def sweep(
     qos: Annotated[Optional[str], typer.Option(help="slurm: QoS.")] = None,
     sbatch: Annotated[Optional[list[str]], typer.Option(help="slurm: another sbatch flag key=value (repeatable).")] = None,
     force: Annotated[bool, typer.Option(help="Rerun every run, also those whose result exists.")] = False,
+    results_dir: Annotated[Optional[Path], typer.Option(help="Where the results go (default: the grid's results_dir).")] = None,
 ) -> None:
     """Run a grid of methods × tasks × languages × seeds as jobs (encoders built once, first); again after
     failures: only what is missing or failed runs. `xbench sweep status GRID` shows where each job stands."""
@@ -250,14 +251,15 @@ def sweep(
     if grid == "status":
         if status_of is None:
             raise XbenchError("xbench sweep status needs the grid file: xbench sweep status grid.yaml")
-        _print_sweep_status(console, sweep_status(status_of))
+        _print_sweep_status(console, sweep_status(status_of, results_dir))
         return
     if status_of is not None:
         raise XbenchError(f"unexpected argument '{status_of}': give one grid file (or `status GRID`)")
     extra = dict(_parse_params(sbatch or [], "--sbatch"))
     opts = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem_gb,
                         time_min=time, account=account, qos=qos, sbatch={k: str(v) for k, v in extra.items()})
-    state = run_sweep(grid, executor=executor, max_parallel=max_parallel, slurm=opts, force=force, console=console)
+    state = run_sweep(grid, executor=executor, max_parallel=max_parallel, slurm=opts, force=force, console=console,
+                      results_dir=results_dir)
     counts = state.counts()
     console.print(" · ".join(f"{k} {v}" for k, v in counts.items()) + f" · {state.seconds:.0f} s")
     failed = [(state.jobs[k], r) for k, r in state.rows.items() if r["state"] == "failed"]

@@ -243,6 +243,9 @@ class Method:
     # Whether a "shared" encoder depends on the run's language set (ctx.langs): meta pretrains on them, the
     # source model does not. A sweep builds one encoder per distinct set only where it does.
     encoder_uses_langs: bool = True
+    # The method whose encoder this one is, where it fine-tunes another method's encoder differently (an
+    # ablation row): a sweep then builds that encoder once for both. "" = its own.
+    encoder_method: str = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

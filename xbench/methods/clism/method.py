@@ -269,3 +269,4 @@ class ClismSpanHeadMethod(ClismMethod):
     compared_with = ""
     variant = "clism"
     que_head = False
+    encoder_method = "clism"  # the same cache entry: a sweep builds it once for both rows

@@ -16,9 +16,9 @@ from xbench.run.sweep.jobs import plan_jobs
 __all__ = ["Grid", "SlurmOptions", "check_grid", "read_grid", "run_sweep", "sweep_status"]
 
 
-def check_grid(path: str | Path) -> Grid:
+def check_grid(path: str | Path, results_dir: str | Path | None = None) -> Grid:
     """The grid of `path` with every problem of the file and of its runs reported at once (ConfigError)."""
-    grid = read_grid(path)
+    grid = read_grid(path, results_dir)
     problems = grid_problems(grid)
     if problems:
         raise ConfigError(problems, source=f"grid {path}")
@@ -26,14 +26,14 @@ def check_grid(path: str | Path) -> Grid:
 
 
 def run_sweep(path: str | Path, *, executor: str = "local", max_parallel: int = 2, slurm: SlurmOptions | None = None,
-              force: bool = False, console: Any = None) -> SweepState:
+              force: bool = False, console: Any = None, results_dir: str | Path | None = None) -> SweepState:
     """Run what the grid still lacks; returns the final state (its `counts()` say how it went)."""
     from xbench.run.preflight import preflight
     from xbench.run.request import resolve
 
     if executor not in ("local", "slurm"):
         raise XbenchError(f"unknown executor '{executor}'; valid: local, slurm")
-    grid = check_grid(path)
+    grid = check_grid(path, results_dir)
     problems: list[str] = []
     for req in grid.requests():  # every data file and method check of every run, before any job starts
         try:
@@ -62,10 +62,10 @@ def run_sweep(path: str | Path, *, executor: str = "local", max_parallel: int = 
     return state
 
 
-def sweep_status(path: str | Path) -> list[dict[str, Any]]:
+def sweep_status(path: str | Path, results_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Every job of the grid's last sweep with its state, log and result file, from the state file; a run
     whose result file exists counts as done whatever the scheduler said."""
-    grid = read_grid(path)
+    grid = read_grid(path, results_dir)
     state_file = sweep_folder(grid) / "state.json"
     if not state_file.is_file():
         raise XbenchError(f"no sweep of {path} has started here (no {state_file}); run `xbench sweep {path}` first")

@@ -67,8 +67,9 @@ def _list_of_str(value: Any) -> list[str] | None:
     return None
 
 
-def read_grid(path: str | Path) -> Grid:
-    """The grid of `path`, checked field by field; ConfigError naming the file and every problem."""
+def read_grid(path: str | Path, results_dir: str | Path | None = None) -> Grid:
+    """The grid of `path`, checked field by field; ConfigError naming the file and every problem.
+    `results_dir` (the command line's) replaces the file's."""
     from xbench.profiles import load_yaml
 
     path = Path(path)
@@ -136,7 +137,7 @@ def read_grid(path: str | Path) -> Grid:
     model = raw.get("model")
     if model is not None and not isinstance(model, str):
         problems.append(f"model must be a model name or path, got {model!r}")
-    results_dir = raw.get("results_dir", str(Path("results") / path.stem))
+    results_dir = str(results_dir) if results_dir is not None else raw.get("results_dir", str(Path("results") / path.stem))
     if not isinstance(results_dir, str) or not results_dir:
         problems.append(f"results_dir must be a folder, got {results_dir!r}")
         results_dir = str(Path("results") / path.stem)

@@ -53,7 +53,7 @@ def plan_jobs(grid: Any, *, force: bool = False) -> tuple[list[Job], list[Job]]:
         scope = method_cls.scope
         plan = data_plan(rr, scope)
         langs = list(dict.fromkeys(g.encoder_lang for g in plan.groups))
-        identity = {"method": req.method, "model": rr.model, "profile": rr.profile["name"], "params": rr.params,
+        identity = {"method": method_cls.encoder_method or req.method, "model": rr.model, "profile": rr.profile["name"], "params": rr.params,
                     "data_dir": req.data_dir, "slots": rr.config.get("slots"),
                     # one encoder for every language: the language set is part of what it is built from
                     "langs": sorted(req.langs) if scope == "shared" and method_cls.encoder_uses_langs else None}
@@ -61,7 +61,7 @@ def plan_jobs(grid: Any, *, force: bool = False) -> tuple[list[Job], list[Job]]:
         for lang in langs:
             key = "enc-" + hash_json({**identity, "lang": lang})[:12]
             if key not in encoders:
-                encoders[key] = Job(key, "encoder", f"build {req.method} encoder" + (f" {lang}" if lang else "")
+                encoders[key] = Job(key, "encoder", f"build {identity['method']} encoder" + (f" {lang}" if lang else "")
                                     + f" ({rr.model})", _request_dict(req), encoder_langs=[lang])
             needs.append(key)
         for seed in rr.seeds:
