@@ -19,6 +19,9 @@ install() {
 
 start() {
   local host cpus mem
+  if [ "$(sinfo -h -o %t 2>/dev/null | head -1)" = "idle" ]; then
+    echo "slurm: a cluster is already up here; using it (stop leaves it running)"; return 0
+  fi
   host=$(hostname -s)
   cpus=$(nproc)
   mem=$(( $(free -m | awk '/^Mem:/ {print $2}') * 8 / 10 ))   # above what slurmd detects, the node is drained
