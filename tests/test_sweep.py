@@ -129,3 +129,18 @@ def test_a_local_sweep_runs_fails_reruns_and_matches_xbench_run(data_root, tmp_p
         mine = json.loads(path_.read_text())
         theirs = json.loads((solo / path_.relative_to(res)).read_text())
         assert mine["scores"] == theirs["scores"] and mine["config_hash"] == theirs["config_hash"]
+
+
+def test_a_preempted_job_is_requeued_with_the_same_call():
+    from submitit.helpers import DelayedSubmission
+
+    from xbench.run.sweep.execute import _flat
+    from xbench.run.sweep.jobs import Job
+
+    job = Job("run-1", "run", "a run", {"method": "source"}, needs=["enc-1"])
+    fn, *args = _flat(job)
+    again = fn.checkpoint(*args)  # what submitit calls when Slurm signals a preemption or the time limit
+    assert isinstance(again, DelayedSubmission) and again.function is fn and list(again.args) == args
+    encoder = Job("enc-1", "encoder", "a build", {"method": "source"}, encoder_langs=["de"])
+    fn, *args = _flat(encoder)
+    assert args == [{"method": "source"}, ["de"]] and fn.checkpoint(*args).function is fn

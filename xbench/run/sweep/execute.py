@@ -214,8 +214,11 @@ def run_slurm(state: SweepState, opts: SlurmOptions, on_change: Callable[[], Non
 
 
 def _flat(job: Job) -> tuple[Any, ...]:
-    fn, args = _payload(job)
-    return (fn, *args)
+    """The call a Slurm job makes: a checkpointable one, so that a preempted job is requeued and resumes."""
+    from xbench.run.sweep.requeue import RequeuedEncoder, RequeuedRun
+
+    _, args = _payload(job)
+    return (RequeuedEncoder() if job.kind == "encoder" else RequeuedRun(), *args)
 
 
 _SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING"}
