@@ -154,6 +154,7 @@ def run(
     slot: Annotated[Optional[list[str]], typer.Option(help="Fill a data slot of the paper profile: name=path or name=hub-dataset, e.g. mono_de=de.txt (repeatable).")] = None,
     slots: Annotated[Optional[Path], typer.Option(help="A YAML file of data slots: slot -> path, or slot -> {hub:, config:, split:, revision:}.")] = None,
     allow_fallback: Annotated[bool, typer.Option(help="Use the shared-data substitute for a missing data slot; the rows are flagged.")] = False,
+    report_to: Annotated[Optional[str], typer.Option(help="Log every stage's losses, lr and throughput to tensorboard, mlflow and/or wandb (comma-separated; files under <output-dir>/tracking; wandb offline unless WANDB_MODE says otherwise).")] = None,
 ) -> None:
     """Build the encoder, fine-tune, evaluate, and write one result file per seed."""
     from collections.abc import Callable
@@ -174,6 +175,7 @@ def run(
             problems.append(str(exc))
             return default
 
+    problems += _tracking(report_to, output_dir)
     overrides, set_problem = _split_params(set_ or [], "--set")  # the well-formed items are still checked
     problems += [set_problem] if set_problem else []
     slot_items, slot_problem = _split_params(slot or [], "--slot")
@@ -194,6 +196,23 @@ def run(
     console = _console()
     paths = run_pipeline(req, console)
     _print_run_table(console, paths)
+
+
+def _tracking(report_to: str | None, output_dir: Path) -> list[str]:
+    """Turn --report-to into the runner's environment (inherited by a sweep's jobs); its problems, if any."""
+    if not report_to:
+        return []
+    import os
+
+    from xbench.runner.trainer import REPORT_TO_ENV, TRACKING_DIR_ENV, tracker_problems
+
+    names = _csv(report_to)
+    problems = tracker_problems(names)
+    if not problems:
+        os.environ[REPORT_TO_ENV] = ",".join(names)
+        os.environ[TRACKING_DIR_ENV] = str(Path(output_dir).resolve() / "tracking")
+        os.environ.setdefault("WANDB_MODE", "offline")  # no account or network needed; `wandb sync` later
+    return problems
 
 
 def _task_options(question_langs: str | None, treebank: str | None, items: list[str]) -> dict[str, object]:
@@ -242,6 +261,7 @@ def sweep(
     sbatch: Annotated[Optional[list[str]], typer.Option(help="slurm: another sbatch flag key=value (repeatable).")] = None,
     force: Annotated[bool, typer.Option(help="Rerun every run, also those whose result exists.")] = False,
     results_dir: Annotated[Optional[Path], typer.Option(help="Where the results go (default: the grid's results_dir).")] = None,
+    report_to: Annotated[Optional[str], typer.Option(help="Every job logs its stages to tensorboard, mlflow and/or wandb (comma-separated; files under <results dir>/tracking).")] = None,
 ) -> None:
     """Run a grid of methods × tasks × languages × seeds as jobs (encoders built once, first); again after
     failures: only what is missing or failed runs. `xbench sweep status GRID` shows where each job stands."""
@@ -255,6 +275,13 @@ def sweep(
         return
     if status_of is not None:
         raise XbenchError(f"unexpected argument '{status_of}': give one grid file (or `status GRID`)")
+    if report_to:
+        from xbench.errors import ConfigError
+        from xbench.run.sweep import read_grid
+
+        problems = _tracking(report_to, results_dir or read_grid(grid).results_dir)
+        if problems:
+            raise ConfigError(problems, source="xbench sweep")
     extra = dict(_parse_params(sbatch or [], "--sbatch"))
     opts = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem_gb,
                         time_min=time, account=account, qos=qos, sbatch={k: str(v) for k, v in extra.items()})

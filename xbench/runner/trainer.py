@@ -119,6 +119,37 @@ def resolve_precision(requested: str) -> str:
 _ACCELERATOR = None
 
 
+# `xbench run/sweep --report-to` (docs/sweeps.md, "Watching runs"): the trackers every stage of this
+# process logs to, through accelerate's tracking, and where file-based ones write. Environment
+# variables, so that the jobs of a sweep inherit them.
+REPORT_TO_ENV = "XBENCH_REPORT_TO"
+TRACKING_DIR_ENV = "XBENCH_TRACKING_DIR"
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+def report_to() -> list[str]:
+    return [t for t in os.environ.get(REPORT_TO_ENV, "").split(",") if t]
+
+
+def tracker_problems(names: list[str]) -> list[str]:
+    """Trackers that are unknown or not installed, said before any work."""
+    import importlib.util
+
+    problems = []
+    packages = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+    for name in names:
+        if name not in TRACKERS:
+            problems.append(f"--report-to: unknown tracker '{name}'; valid: {', '.join(TRACKERS)}")
+        elif importlib.util.find_spec(packages[name]) is None:
+            problems.append(f"--report-to {name}: the '{packages[name]}' package is not installed "
+                            f"(pip install {packages[name]}, or pip install -e \".[track]\" for tensorboard)")
+    return problems
+
+
+def _tracker_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:120]
+
+
 def get_accelerator(mixed_precision: str):
     """accelerate's state is a process-wide singleton, so every stage shares one Accelerator."""
     global _ACCELERATOR
@@ -127,7 +158,10 @@ def get_accelerator(mixed_precision: str):
     if _ACCELERATOR is None:
         # Without cpu=True a CPU-only torchrun launch sets up one non-distributed process per rank,
         # each training alone on its shard with unsynchronised weights (tests/test_distributed.py).
-        _ACCELERATOR = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+        trackers = report_to()
+        _ACCELERATOR = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),
+                                   log_with=trackers or None,
+                                   project_dir=os.environ.get(TRACKING_DIR_ENV, "tracking") if trackers else None)
     elif _ACCELERATOR.mixed_precision != mixed_precision:
         raise XbenchError(f"mixed precision '{mixed_precision}' requested after '{_ACCELERATOR.mixed_precision}' "
                           "was set up in this process")
@@ -347,6 +381,11 @@ class Runner:
         t0 = time.perf_counter() - state["wall_seconds"]
         progress = _Progress(self.name, total, enabled=a.progress and acc.is_main_process)
         progress.advance_to(state["step"])
+        tracking = bool(acc.log_with)
+        if tracking:  # one tracker run per stage, named after it
+            acc.init_trackers(_tracker_name(self.name), config={k: v for k, v in asdict(a).items()
+                                                                if isinstance(v, (int, float, str, bool))})
+        tokens_before, clock_before = state["tokens_seen"], time.perf_counter()
         while state["step"] < total:
             step = state["step"]
             step_loss = 0.0
@@ -393,6 +432,13 @@ class Runner:
             state["losses"].append(step_loss)
             self._confirm_checkpoint(state, step_loss)
             progress.update(state["step"], step_loss)
+            if tracking:
+                now = time.perf_counter()
+                logged = {"loss": step_loss, "lr": scheduler.get_last_lr()[0],
+                          "tokens_per_second": (state["tokens_seen"] - tokens_before) / max(now - clock_before, 1e-9),
+                          **{f"loss/{k}": float(v.detach()) for k, v in losses.items()}}
+                tokens_before, clock_before = state["tokens_seen"], now
+                acc.log(logged, step=state["step"])
             tokens_total = self._global_tokens(state["tokens_seen"])
             done = state["step"] >= total or (a.max_tokens is not None and tokens_total >= a.max_tokens)
             if evaluate is not None and (done or (a.eval_every and state["step"] % a.eval_every == 0)):
@@ -420,6 +466,8 @@ class Runner:
             if done:
                 break
         progress.close()
+        if tracking:
+            acc.end_training()
 
         if select_metric is not None and state["best"] is not None:
             best_state = _load_tensors(self.workdir / "best" / "model.pt")
