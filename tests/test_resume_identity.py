@@ -183,14 +183,14 @@ def test_cache_reports_reuse_of_an_entry_finished_while_waiting(tmp_path, monkey
     other: list[tuple[Path, bool]] = []
 
     @contextlib.contextmanager
-    def other_builder_finishes_first(lock_path: Path):
+    def other_builder_finishes_first(lock_path: Path, **kw):
         # A thread plays the other process: it builds the entry while this call waits on the lock.
         if threading.current_thread() is threading.main_thread():
             t = threading.Thread(target=lambda: other.append(
                 cache.get_or_build_status("test", key, lambda out, work: {"by": "other"})))
             t.start()
             t.join()
-        with real_locked(lock_path):
+        with real_locked(lock_path, **kw):
             yield
 
     monkeypatch.setattr(cache, "_locked", other_builder_finishes_first)

@@ -25,12 +25,17 @@ def cache_root() -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """The flock of `path` (exact between the processes of one machine) and its lease (xbench/locks.py),
+    which keeps two machines apart where a network filesystem does not share flocks."""
+    from xbench.locks import lease
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
+            with lease(path, waiting=(lambda _holder: waiting()) if waiting is not None else None):
+                yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -85,7 +90,7 @@ def get_or_build_status(kind: str, key: dict[str, Any], build: Callable[[Path, P
                 fcntl.flock(probe, fcntl.LOCK_UN)
             except BlockingIOError:
                 waiting(path)
-    with _locked(lock):
+    with _locked(lock, waiting=(lambda: waiting(path)) if waiting is not None else None):
         if (path / "entry.json").is_file():  # built by another process while we waited
             return path, False
         work = path.with_name(path.name + ".work")
@@ -153,7 +158,12 @@ FEATURES = "features"
 
 
 def lock_held(lock: Path) -> bool:
-    """Whether some process (this one included) holds `lock` now: a non-blocking flock attempt."""
+    """Whether some process (this one included) holds `lock` now: a live lease (another machine's too), or
+    a non-blocking flock attempt that fails."""
+    from xbench.locks import holder
+
+    if holder(lock) is not None:
+        return True
     if not lock.is_file():
         return False
     try:
@@ -185,7 +195,8 @@ def cache_items() -> list[dict[str, Any]]:
 
     ready        a built entry (or, for kind `features`, the feature cache: one row, its files and size)
     half-built   `<id>.work` of an interrupted build, which a new build of that key resumes
-    building     a work folder, temporary or lock in use by a live process (never removed)
+    building     a work folder, temporary, lock or lease in use by a live process, on this machine or,
+                 for a lease, another one sharing the cache (never removed)
     stale        a temporary left by a killed process (atomic_dir, a distributed build, an
                  interrupted feature write), or a lock file nobody holds
     """
@@ -211,7 +222,7 @@ def cache_items() -> list[dict[str, Any]]:
             row = {"kind": kind, "id": name, "path": str(p), "bytes": 0, "built_at": None}
             if name.startswith("."):
                 row["status"] = "building" if busy or creator_alive(p) else "stale"
-            elif name.endswith(".lock"):
+            elif name.endswith((".lock", ".lock.lease")):  # a lease: the lock of a build on any machine
                 row["status"] = "building" if busy else "stale"
             elif name.endswith(".work"):
                 row["status"] = "building" if busy else "half-built"

@@ -218,8 +218,20 @@ def result_lock(out_root: Path, path: Path) -> Iterator[None]:
     f.truncate()
     f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     f.flush()
+    from xbench.locks import LeaseHeld, lease
+
+    held = contextlib.ExitStack()
     try:
-        yield
+        # Another machine's run of the same result, on a filesystem that does not share flocks.
+        held.enter_context(lease(lock, blocking=False))
+    except LeaseHeld as exc:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+        raise XbenchError(f"{path} is being written by another xbench run ({exc.holder}); wait for it to finish, "
+                          "or choose another --output-dir") from None
+    try:
+        with held:
+            yield
     finally:
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
