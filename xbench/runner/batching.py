@@ -5,10 +5,12 @@ skips to its saved position without replaying any random draws.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
+from xbench.errors import XbenchError
 
 
 def _cut(order: np.ndarray, lengths: np.ndarray, batch_size: int | None, batch_tokens: int | None) -> list[list[int]]:
@@ -109,3 +111,20 @@ class FeaturePlan:
         if self._collate is not None:
             return self._collate(feats)
         return pad_collate(feats, self.pad_values, pad_to_multiple_of=self.pad_to_multiple_of)
+
+
+def consumed_batches(plan: Any, steps: int, world: int = 1, *, who: str = "stage") -> Iterator[Any]:
+    """Every batch item that `steps` optimizer steps of `plan` on `world` processes train on (one micro-batch
+    per step and process), in order: what the runner reads, counted without running it. The runner gives
+    process r the batches r, r + world, ... of each pass and drops a ragged tail, so a step consumes
+    `world` consecutive batches. A control matched on "the same tokens" reads its budget from here."""
+    epoch = done = 0
+    while done < steps:
+        batches = plan.batches(epoch)
+        per_epoch = len(batches) // world
+        if per_epoch == 0:
+            raise XbenchError(f"{who}: {len(batches)} batch(es) per pass cannot feed {world} processes")
+        take = min(per_epoch, steps - done)
+        yield from batches[:take * world]
+        done += take
+        epoch += 1

@@ -22,6 +22,7 @@ import torch
 from xbench.errors import XbenchError
 from xbench.objectives.clism import CACR_SCALE, QueSpanHead, cacr_loss, clism_loss, segment_mean
 from xbench.objectives.mlm import MLMObjective
+from xbench.runner.batching import consumed_batches
 from xbench.runner.trainer import FitResult
 from xbench.stages.clism_examples import ClismExample
 from xbench.stages.ppa import LossLog
@@ -101,24 +102,14 @@ def count_clism_tokens(batch: dict[str, Any]) -> int:
 
 def planned_counts(plan: ClismPlan, steps: int, world: int = 1) -> dict[str, Any]:
     """What `steps` steps of `plan` on `world` processes feed the three passes, counted without a model:
-    the budget a control trained on "the same tokens" reads before CLISM has run. The runner gives process
-    r the batches r, r + world, ... of each pass and drops a ragged tail."""
+    the budget a control trained on "the same tokens" reads before CLISM has run."""
     tokens = ques = examples = 0
-    epoch = done = 0
-    while done < steps:
-        batches = plan.batches(epoch)
-        per_epoch = len(batches) // world
-        if per_epoch == 0:
-            raise XbenchError(f"CLISM: {len(batches)} batch(es) per pass cannot feed {world} processes")
-        take = min(per_epoch, steps - done)
-        for item in batches[:take * world]:
-            for i in item:
-                e = plan.examples[i]
-                tokens += 2 * len(e.input_ids) + len(e.source_ids)
-                ques += len(e.answers)
-                examples += 1
-        done += take
-        epoch += 1
+    for item in consumed_batches(plan, steps, world, who="CLISM"):
+        for i in item:
+            e = plan.examples[i]
+            tokens += 2 * len(e.input_ids) + len(e.source_ids)
+            ques += len(e.answers)
+            examples += 1
     return {"tokens_seen": tokens, "que_tokens": ques, "examples": examples}
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from xbench.errors import XbenchError
 from xbench.objectives.contrastive import KeyQueue, MomentumEncoder, info_nce_queue
 from xbench.objectives.tlm import TLMObjective, pack_pairs
+from xbench.runner.batching import consumed_batches
 from xbench.runner.trainer import FitResult
 
 
@@ -93,27 +94,16 @@ def planned_counts(plan: PairPlan, steps: int, world: int = 1) -> dict[str, Any]
     """What `steps` steps of `plan` on `world` processes will feed the passes, counted from the pairs' lengths
     without running a model: tokens with gradients (query pass + TLM pass, docs/protocols.md, "What every
     stage records"), key-pass tokens (forward only) and the share of pairs whose query side is English.
-    A control trained for "the same tokens" reads its budget here before PPA has run. The runner gives
-    process r the batches r, r + world, ... of each pass and drops a ragged tail, so a step consumes
-    `world` consecutive batches."""
+    A control trained for "the same tokens" reads its budget here before PPA has run."""
     grad = key = en_query = pairs = 0
-    epoch, done = 0, 0
-    while done < steps:
-        batches = plan.batches(epoch)
-        per_epoch = len(batches) // world
-        if per_epoch == 0:
-            raise XbenchError(f"PPA: {len(batches)} batch(es) per pass cannot feed {world} processes")
-        take = min(per_epoch, steps - done)
-        for item in batches[:take * world]:
-            for i, en_is_query in item:
-                en, xx = plan.pairs[i]
-                first, second = (en, xx) if en_is_query else (xx, en)
-                grad += (len(first) + 2) + (len(first) + len(second) + 3)
-                key += len(second) + 2
-                en_query += en_is_query
-                pairs += 1
-        done += take
-        epoch += 1
+    for item in consumed_batches(plan, steps, world, who="PPA"):
+        for i, en_is_query in item:
+            en, xx = plan.pairs[i]
+            first, second = (en, xx) if en_is_query else (xx, en)
+            grad += (len(first) + 2) + (len(first) + len(second) + 3)
+            key += len(second) + 2
+            en_query += en_is_query
+            pairs += 1
     return {"tokens_seen": grad, "key_tokens": key, "pairs": pairs, "en_query_share": en_query / pairs if pairs else None}
 
 

@@ -19,17 +19,18 @@ from typing import Any
 
 from xbench import cache
 from xbench.errors import XbenchError
-from xbench.methods.base import Encoder, FinetuneHooks, Method, Param
+from xbench.methods.base import Encoder, FinetuneHooks, Param
+from xbench.methods.pairs import SOURCE_LANG, ParallelPairsMethod
 
 CODE_VERSION = 1
-SOURCE_LANG = "en"
 QUE_TOKEN = "[QUE]"
 
 
-class ClismMethod(Method):
+class ClismMethod(ParallelPairsMethod):
     name = "clism"
     kind = "transfer"
-    scope = "per-language"
+    family = "clism"
+    code_version = CODE_VERSION
     # The paper's question is whether the two span losses beat continued MLM on the same pairs.
     compared_with = "clism-mlm-control"
     variant = "clism"
@@ -76,29 +77,10 @@ class ClismMethod(Method):
             if not panx_available(self.ctx.data_dir):
                 problems.append(f"method '{self.name}': span_finder=panx trains an English tagger on PAN-X en train and "
                                 "dev (panx/train-en.tsv.gz, panx/dev-en.tsv.gz under a data root); they were not found")
-        slots = self.ctx.slots
-        if slots is not None and slots.active:
-            return problems
-        for lang in self.ctx.langs:
-            if lang == SOURCE_LANG:
-                continue
-            try:
-                pairs, _ = self.parallel(lang)
-            except XbenchError as exc:
-                problems.append(f"method '{self.name}' needs English–{lang} sentence pairs: {exc}")
-                continue
-            if not pairs:
-                problems.append(f"method '{self.name}' needs English–{lang} sentence pairs; the corpus is empty")
-        return problems
-
-    def data_slots(self) -> list[str]:
-        return [f"parallel_{SOURCE_LANG}_{lang}" for lang in self.ctx.langs if lang != SOURCE_LANG]
+        return problems + self.pair_problems()
 
     def parallel(self, lang: str) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-        from xbench.data.slots import method_parallel
-
-        pairs, manifest = method_parallel(lang, self.ctx.data_dir, self.ctx.slots, f"method '{self.name}'",
-                                          SOURCE_LANG)
+        pairs, manifest = super().parallel(lang)
         n = self.params["pretrain_pairs"]
         if n and n < len(pairs):  # the paper's pretraining-size ablation: the first n pairs
             pairs = pairs[:n]
@@ -154,14 +136,6 @@ class ClismMethod(Method):
 
     # ------------------------------------------------------------------ the encoder
 
-    def _key(self, variant: str, src: Any, lang: str, manifest: dict[str, Any]) -> dict[str, Any]:
-        key = {"method": "clism", "variant": variant, "code_version": CODE_VERSION, "source": src.name,
-               "source_weights": src.weights_sha256, "lang": lang, "pairs": manifest, "params": self.params,
-               "profile": self.ctx.profile["name"]}
-        if variant != "clism":  # the CLISM encoder whose pairs and tokens this one matches
-            key["matches"] = cache.entry_path("encoders", self._key("clism", src, lang, manifest)).name
-        return key
-
     def build_encoder(self, lang: str | None) -> Encoder:
         from xbench.models.source_models import resolve_source_model
 
@@ -171,7 +145,7 @@ class ClismMethod(Method):
         if not pairs:
             raise XbenchError(f"method '{self.name}': no English–{lang} sentence pairs (manifest: {manifest})")
         variant = self.variant
-        key = self._key(variant, src, lang, manifest)
+        key = self.encoder_key(variant, src, lang, manifest)
 
         def build(out: Path, work: Path) -> dict[str, Any]:
             import torch

@@ -17,17 +17,18 @@ from typing import Any
 
 from xbench import cache
 from xbench.errors import XbenchError
-from xbench.methods.base import Encoder, Method, Param
+from xbench.methods.base import Encoder, Param
+from xbench.methods.pairs import SOURCE_LANG, ParallelPairsMethod
 from xbench.results.transfer_report import transfer_report
 
 CODE_VERSION = 2  # 2: both query-encoder passes in one module forward (data-parallel safe)
-SOURCE_LANG = "en"
 
 
-class PpaMethod(Method):
+class PpaMethod(ParallelPairsMethod):
     name = "ppa"
     kind = "transfer"
-    scope = "per-language"
+    family = "ppa"
+    code_version = CODE_VERSION
     # The question PPA answers is whether its two losses beat plain continued pretraining on the same
     # pairs (docs/methods/baselines.md, "mlm-control"); scratch-ppa is the §10.1 scratch row.
     compared_with = "mlm-control"
@@ -56,30 +57,7 @@ class PpaMethod(Method):
         return problems
 
     def preflight_problems(self) -> list[str]:
-        slots = self.ctx.slots
-        if slots is not None and slots.active:
-            return []  # the run's slot checks name a missing or empty parallel slot
-        problems = []
-        for lang in self.ctx.langs:
-            if lang == SOURCE_LANG:
-                continue
-            try:
-                pairs, manifest = self.parallel(lang)
-            except XbenchError as exc:
-                problems.append(f"method '{self.name}' needs English–{lang} sentence pairs: {exc}")
-                continue
-            if not pairs:
-                problems.append(f"method '{self.name}' needs English–{lang} sentence pairs, but the parallel corpus is "
-                                f"empty (pairs dropped by the filters: {manifest.get('dropped', {})})")
-        return problems
-
-    def data_slots(self) -> list[str]:
-        return [f"parallel_{SOURCE_LANG}_{lang}" for lang in self.ctx.langs if lang != SOURCE_LANG]
-
-    def parallel(self, lang: str) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-        from xbench.data.slots import method_parallel
-
-        return method_parallel(lang, self.ctx.data_dir, self.ctx.slots, f"method '{self.name}'", SOURCE_LANG)
+        return self.pair_problems()
 
     # ------------------------------------------------------------------ the plan and its budget
 
@@ -114,14 +92,6 @@ class PpaMethod(Method):
 
     # ------------------------------------------------------------------ the encoder
 
-    def _key(self, variant: str, src: Any, lang: str, manifest: dict[str, Any]) -> dict[str, Any]:
-        key = {"method": "ppa", "variant": variant, "code_version": CODE_VERSION, "source": src.name,
-               "source_weights": src.weights_sha256, "lang": lang, "pairs": manifest, "params": self.params,
-               "profile": self.ctx.profile["name"]}
-        if variant != "ppa":  # the PPA encoder whose pairs and tokens this one matches
-            key["matches"] = cache.entry_path("encoders", self._key("ppa", src, lang, manifest)).name
-        return key
-
     def build_encoder(self, lang: str | None) -> Encoder:
         from xbench.models.source_models import resolve_source_model
 
@@ -131,7 +101,7 @@ class PpaMethod(Method):
         if not pairs:
             raise XbenchError(f"method '{self.name}': no English–{lang} sentence pairs (manifest: {manifest})")
         variant = self.variant
-        key = self._key(variant, src, lang, manifest)
+        key = self.encoder_key(variant, src, lang, manifest)
 
         def build(out: Path, work: Path) -> dict[str, Any]:
             from transformers import AutoConfig, AutoTokenizer
