@@ -31,11 +31,14 @@ def slurm() -> None:
 
 
 def test_a_failed_build_cancels_its_runs_and_the_rerun_finishes_them(slurm, data_root, tmp_path):
-    env = {"XBENCH_DATA": str(data_root), "XBENCH_CACHE": str(tmp_path / "cache")}
+    # The shared cache (the tiny source model is reused), and a scratch encoder of its own: a pretrain seed
+    # no other run uses, so that its build really trains (and is killed) on every run of this test.
+    env = {"XBENCH_DATA": str(data_root)}
+    seed = int.from_bytes(os.urandom(3), "big") + 1000
     grid = tmp_path / "grid.yaml"
     # scratch on a tiny token budget: a real (short) encoder build, killed at its second step
     grid.write_text("profile: smoke\nmethods: [scratch]\ntasks:\n  - {task: xnli, langs: [de]}\nseeds: [1, 2]\n"
-                    "method_params: {scratch: {budget_tokens: 20000}}\n"
+                    f"method_params: {{scratch: {{budget_tokens: 20000, pretrain_seed: {seed}}}}}\n"
                     "set: {finetune.max_steps: 4, finetune.eval_every: 4}\n", encoding="utf-8")
     res = tmp_path / "slurm"
     failed = xbench("sweep", str(grid), "--executor", "slurm", "--results-dir", str(res),

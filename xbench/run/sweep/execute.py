@@ -123,6 +123,10 @@ def run_local(state: SweepState, max_parallel: int, on_change: Callable[[], None
 
     if max_parallel < 1:
         raise XbenchError(f"--max-parallel must be at least 1, got {max_parallel}")
+    import os
+
+    # The jobs share this machine's cores: each gets its part as torch threads, unless the user said.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max_parallel)))
     executor = submitit.LocalExecutor(folder=str(state.folder / "jobs" / "%j"))
     executor.update_parameters(timeout_min=60 * 24 * 7)
     live: dict[str, Any] = {}
@@ -165,7 +169,7 @@ def _has_error(sub: Any) -> bool:
 
 
 def run_slurm(state: SweepState, opts: SlurmOptions, on_change: Callable[[], None] = lambda: None,
-              poll_s: float = 2.0, wait: bool = True) -> None:
+              poll_s: float = 3.0, wait: bool = True) -> None:
     """Submit the pending jobs to Slurm (encoder array first, run arrays with afterok dependencies) and, with
     `wait`, follow them to the end."""
     import submitit
@@ -173,7 +177,9 @@ def run_slurm(state: SweepState, opts: SlurmOptions, on_change: Callable[[], Non
     def executor(extra: dict[str, str]) -> Any:
         ex = submitit.AutoExecutor(folder=str(state.folder / "jobs" / "%j"), cluster="slurm")
         params: dict[str, Any] = {"timeout_min": opts.time_min, "cpus_per_task": opts.cpus_per_job,
-                                  "slurm_additional_parameters": {**opts.sbatch, **extra}}
+                                  "slurm_additional_parameters": {**opts.sbatch, **extra},
+                                  # torch's threads = the job's CPUs, not the node's cores
+                                  "slurm_setup": [f"export OMP_NUM_THREADS={opts.cpus_per_job}"]}
         if opts.partition:
             params["slurm_partition"] = opts.partition
         if opts.gpus_per_job:
@@ -230,11 +236,17 @@ def follow_slurm(state: SweepState, subs: dict[str, Any], on_change: Callable[[]
     """Poll the scheduler (through submitit, which asks sacct) until every submitted job has ended."""
     while True:
         open_jobs = 0
+        # submitit's watcher asks sacct at most once a minute on its own (and, measured here, stopped
+        # asking for the last jobs of an array): force one sacct call per poll for every job instead.
+        watcher = next(iter(subs.values())).watcher if subs else None
+        if watcher is not None:
+            watcher.update()
         for job_id, sub in subs.items():
             row = state.rows[job_id]
             if row["state"] in _FINAL:
                 continue
-            slurm_state = sub.state.split()[0] if sub.state else "UNKNOWN"
+            raw = watcher.get_state(str(sub.job_id), mode="standard") if watcher is not None else sub.state
+            slurm_state = raw.split()[0] if raw else "UNKNOWN"
             if slurm_state in _SLURM_DONE:
                 new, error = "done", None
             elif slurm_state in _SLURM_RUNNING:
